@@ -1,0 +1,1 @@
+"""swabian instruments."""

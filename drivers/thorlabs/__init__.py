@@ -1,0 +1,1 @@
+"""thorlabs instruments."""

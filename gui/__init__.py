@@ -1,0 +1,1 @@
+"""Desktop GUI (PySide6 + pyqtgraph), installed as qlab.gui."""

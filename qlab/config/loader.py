@@ -1,0 +1,146 @@
+"""Load and validate a lab description; every error names the file, the line and the key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from qlab.config.schema import KIND_SIM_MODELS, LabConfig
+from qlab.config.yaml_lines import KeyPath, format_path, line_of, load_yaml_with_lines, read_text
+from qlab.errors import ConfigError
+from qlab.instruments.registry import DRIVERS
+
+DEFAULT_CONFIG_NAME = "instruments.yaml"
+
+# Limit quantities each instrument kind understands; anything else is a typo the user must hear about.
+LIMIT_QUANTITIES: dict[str, set[str]] = {
+    "laser": {"current_a", "power_mw", "temperature_c"},
+    "detector": {"bias_v", "efficiency", "dead_time_ns", "threshold_v"},
+    "tagger": {"delay_ps", "trigger_level_v"},
+    "polarization": {"position_deg"},
+}
+
+
+@dataclass
+class LoadedConfig:
+    """A validated lab description plus where it came from (for messages and the run file)."""
+
+    config: LabConfig
+    path: str
+    text: str
+    lines: dict[KeyPath, int] = field(default_factory=dict)
+    sim_params: dict[str, Any] = field(default_factory=dict)  # instrument name -> validated sim model
+
+    @property
+    def base_dir(self) -> Path:
+        p = Path(self.path)
+        return p.parent if p.is_file() else Path.cwd()
+
+    def kind(self, name: str) -> str:
+        return DRIVERS[self.config.instruments[name].driver].kind
+
+    def names_of_kind(self, kind: str) -> list[str]:
+        return [n for n in self.config.instruments if self.kind(n) == kind]
+
+
+def builtin_config_path() -> Path:
+    return Path(__file__).resolve().parent.parent / "data" / "default_lab.yaml"
+
+
+def resolve_config(path: str | Path | None) -> Path:
+    """--config PATH, else ./instruments.yaml if present, else the built-in simulated lab."""
+    if path is not None:
+        return Path(path)
+    local = Path.cwd() / DEFAULT_CONFIG_NAME
+    return local if local.is_file() else builtin_config_path()
+
+
+def load_config(path: str | Path | None = None, text: str | None = None) -> LoadedConfig:
+    """Read, parse and validate a lab description. Raises ConfigError listing every problem found."""
+    p = resolve_config(path) if text is None else Path(path or "<text>")
+    source = str(p)
+    if text is None:
+        text = read_text(p)
+    data, lines = load_yaml_with_lines(text, source)
+    if not isinstance(data, dict):
+        raise ConfigError(source, [(1, "", "expected a mapping with an 'instruments' section at the top")])
+    try:
+        cfg = LabConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, [_describe(err, lines) for err in exc.errors()]) from None
+    problems: list[tuple[int | None, str, str]] = []
+    sim_params = _check_semantics(cfg, lines, problems)
+    if problems:
+        raise ConfigError(source, problems)
+    return LoadedConfig(cfg, source, text, lines, sim_params)
+
+
+def _describe(err: dict[str, Any], lines: dict[KeyPath, int]) -> tuple[int | None, str, str]:
+    loc: KeyPath = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+    key = format_path(loc)
+    kind = err["type"]
+    if kind == "missing":
+        msg = "required key is missing"
+    elif kind == "extra_forbidden":
+        msg = "unknown key (check the spelling; see the schema in qlab/config/schema.py)"
+    else:
+        msg = f"{err['msg']} (got {err.get('input')!r})"
+    return line_of(lines, loc), key, msg
+
+
+def _check_semantics(cfg: LabConfig, lines: dict[KeyPath, int], problems: list) -> dict[str, Any]:
+    def add(path: KeyPath, msg: str) -> None:
+        problems.append((line_of(lines, path), format_path(path), msg))
+
+    sim_params: dict[str, Any] = {}
+    roles: dict[str, str] = {}
+    inputs: dict[tuple[str, int], str] = {}
+    for name, inst in cfg.instruments.items():
+        base: KeyPath = ("instruments", name)
+        entry = DRIVERS.get(inst.driver)
+        if entry is None:
+            add((*base, "driver"), f"unknown driver {inst.driver!r}; expected one of {sorted(DRIVERS)}")
+            continue
+        for q in inst.limits:
+            if q not in LIMIT_QUANTITIES[entry.kind]:
+                add((*base, "limits", q), f"unknown limit for a {entry.kind}; expected one of "
+                                          f"{sorted(LIMIT_QUANTITIES[entry.kind])}")
+        for q, lim in inst.limits.items():
+            if lim.min is not None and lim.max is not None and lim.min > lim.max:
+                add((*base, "limits", q), f"min {lim.min} is above max {lim.max}")
+        try:
+            sim_params[name] = KIND_SIM_MODELS[entry.kind].model_validate(inst.sim)
+        except ValidationError as exc:
+            for err in exc.errors():
+                line, key, msg = _describe({**err, "loc": (*base, "sim", *err["loc"])}, lines)
+                problems.append((line, key, msg))
+        if entry.kind == "detector":
+            if inst.channel is None:
+                add(base, "a detector needs a 'channel' (tagger, input, role) so analysis knows its role")
+        elif inst.channel is not None:
+            add((*base, "channel"), f"only detectors have a 'channel'; this is a {entry.kind}")
+        if entry.kind == "polarization":
+            if not inst.axes:
+                add(base, "a polarization controller needs at least one entry under 'axes'")
+            if inst.optics is None:
+                add(base, "a polarization controller needs 'optics' (party, stage) to place it in the lab")
+    for name, inst in cfg.instruments.items():
+        if inst.channel is None or inst.driver not in DRIVERS:
+            continue
+        path: KeyPath = ("instruments", name, "channel")
+        tag = cfg.instruments.get(inst.channel.tagger)
+        if tag is None or DRIVERS.get(tag.driver) is None or DRIVERS[tag.driver].kind != "tagger":
+            add((*path, "tagger"), f"{inst.channel.tagger!r} is not a time tagger in this file")
+        key = (inst.channel.tagger, inst.channel.input)
+        if key in inputs:
+            add((*path, "input"), f"input {key[1]} of {key[0]} is already used by {inputs[key]}")
+        inputs[key] = name
+        if inst.channel.role in roles:
+            add((*path, "role"), f"role {inst.channel.role} is already taken by {roles[inst.channel.role]}")
+        roles[inst.channel.role] = name
+    if not any(DRIVERS.get(i.driver) and DRIVERS[i.driver].kind == "tagger" for i in cfg.instruments.values()):
+        add(("instruments",), "the lab has no time tagger")
+    return sim_params

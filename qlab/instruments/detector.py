@@ -1,0 +1,92 @@
+"""Abstract single-photon detector."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qlab.errors import InstrumentError
+from qlab.instruments.base import Instrument, value
+
+
+class SinglePhotonDetector(Instrument):
+    """Operations an SPD may offer. Models without a setting raise InstrumentError naming it."""
+
+    kind = "detector"
+    capabilities: frozenset[str] = frozenset()
+
+    def set_enabled(self, on: bool) -> None:
+        self._require_open()
+        self._set_enabled(bool(on))
+
+    def set_bias(self, bias_v: float) -> None:
+        self._require_open()
+        self._need("bias")
+        self._set_bias(self.limits.check("bias_v", bias_v))
+
+    def set_efficiency(self, efficiency: float) -> None:
+        self._require_open()
+        self._need("efficiency")
+        self._set_efficiency(self.limits.check("efficiency", efficiency))
+
+    def set_dead_time(self, dead_time_ns: float) -> None:
+        self._require_open()
+        self._need("dead_time")
+        self._set_dead_time(self.limits.check("dead_time_ns", dead_time_ns))
+
+    def set_gate(self, closed: bool) -> None:
+        """Drive the gate input: True closes the detector (no clicks)."""
+        self._require_open()
+        self._need("gate")
+        self._set_gate(bool(closed))
+
+    def apply_settings(self, settings: dict[str, Any]) -> None:
+        setters = {"enabled": self.set_enabled, "bias_v": self.set_bias, "efficiency": self.set_efficiency,
+                   "dead_time_ns": self.set_dead_time, "gate": self.set_gate}
+        for key, v in settings.items():
+            if key not in setters:
+                super().apply_settings({key: v})
+            setters[key](v)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        snap = {"enabled": value(self.enabled(), "bool")}
+        if "efficiency" in self.capabilities:
+            snap["efficiency"] = value(self.efficiency(), "")
+        if "dead_time" in self.capabilities:
+            snap["dead_time"] = value(self.dead_time_ns(), "ns")
+        if "bias" in self.capabilities:
+            snap["bias"] = value(self.bias_v(), "V")
+        if "gate" in self.capabilities:
+            snap["gate_closed"] = value(self.gate_closed(), "bool")
+        return snap
+
+    def _need(self, capability: str) -> None:
+        if capability not in self.capabilities:
+            raise InstrumentError(self.name, f"{self.model} has no {capability} setting")
+
+    # -- to implement (only those in ``capabilities``) -----------------------------------------------------
+    def _set_enabled(self, on: bool) -> None:
+        raise InstrumentError(self.name, f"{self.model} cannot be enabled/disabled remotely")
+
+    def enabled(self) -> bool:
+        return True
+
+    def _set_bias(self, bias_v: float) -> None: ...
+    def _set_efficiency(self, efficiency: float) -> None: ...
+    def _set_dead_time(self, dead_time_ns: float) -> None: ...
+    def _set_gate(self, closed: bool) -> None: ...
+
+    def bias_v(self) -> float:
+        raise InstrumentError(self.name, f"{self.model} has no bias readback")
+
+    def efficiency(self) -> float:
+        raise InstrumentError(self.name, f"{self.model} has no efficiency readback")
+
+    def dead_time_ns(self) -> float:
+        raise InstrumentError(self.name, f"{self.model} has no dead-time readback")
+
+    def gate_closed(self) -> bool:
+        return False
+
+    def count_rate_hz(self) -> float | None:
+        """The detector's own counter, if it has one."""
+        return None

@@ -1,0 +1,88 @@
+"""Abstract polarization controller: motorized waveplates or fibre paddles, one or more axes."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any
+
+from qlab.errors import InstrumentError, InstrumentTimeout
+from qlab.instruments.base import Instrument, value
+
+
+class PolarizationController(Instrument):
+    kind = "polarization"
+    poll_interval_s = 0.02
+    move_timeout_s = 30.0
+
+    def axes(self) -> list[str]:
+        return list(self.options.get("axes", {}) or ["0"])
+
+    def _axis(self, axis: str | None) -> str:
+        names = self.axes()
+        if axis is None:
+            if len(names) != 1:
+                raise InstrumentError(self.name, f"name an axis: one of {names}")
+            return names[0]
+        if axis not in names:
+            raise InstrumentError(self.name, f"unknown axis {axis!r}; expected one of {names}")
+        return axis
+
+    def move_absolute(self, position_deg: float, axis: str | None = None, wait: bool = True) -> None:
+        """Move ``axis`` to ``position_deg`` (degrees)."""
+        self._require_open()
+        ax = self._axis(axis)
+        self._move_absolute(ax, self.limits.check("position_deg", position_deg))
+        if wait:
+            self.wait(ax)
+
+    def move_relative(self, delta_deg: float, axis: str | None = None, wait: bool = True) -> None:
+        self._require_open()
+        ax = self._axis(axis)
+        self.limits.check("position_deg", self.position(ax) + delta_deg)
+        self._move_relative(ax, float(delta_deg))
+        if wait:
+            self.wait(ax)
+
+    def home(self, axis: str | None = None, wait: bool = True) -> None:
+        self._require_open()
+        ax = self._axis(axis)
+        self._home(ax)
+        if wait:
+            self.wait(ax)
+
+    def wait(self, axis: str | None = None) -> None:
+        ax = self._axis(axis)
+        t0 = self.clock.now()
+        while self.is_busy(ax):
+            if self.clock.now() - t0 > self.move_timeout_s:
+                raise InstrumentTimeout(self.name, f"axis {ax} still moving after {self.move_timeout_s} s")
+            self.clock.sleep(self.poll_interval_s)
+
+    def positions(self) -> dict[str, float]:
+        return {ax: self.position(ax) for ax in self.axes()}
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        return {f"position_{ax}": value(pos, "deg") for ax, pos in self.positions().items()}
+
+    def apply_settings(self, settings: dict[str, Any]) -> None:
+        for key, v in settings.items():
+            if not key.startswith("position_deg"):
+                super().apply_settings({key: v})
+            axis = key.removeprefix("position_deg").lstrip(".") or None
+            self.move_absolute(float(v), axis)
+
+    @abstractmethod
+    def _move_absolute(self, axis: str, position_deg: float) -> None: ...
+
+    @abstractmethod
+    def _move_relative(self, axis: str, delta_deg: float) -> None: ...
+
+    @abstractmethod
+    def _home(self, axis: str) -> None: ...
+
+    @abstractmethod
+    def position(self, axis: str | None = None) -> float:
+        """Current position in degrees."""
+
+    @abstractmethod
+    def is_busy(self, axis: str | None = None) -> bool: ...

@@ -1,0 +1,30 @@
+"""The driver table: config driver ids -> driver classes (imported lazily) and their instrument kind."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DriverEntry:
+    driver_id: str  # as written in instruments.yaml, e.g. "thorlabs.ell14"
+    module: str
+    cls: str
+    kind: str  # laser | detector | tagger | polarization
+    sim_model: str  # lower-case id used by `qlab sim list/serve`
+
+    def load(self) -> type:
+        return getattr(importlib.import_module(self.module), self.cls)
+
+
+_ENTRIES = [
+    DriverEntry("thorlabs.ell14", "qlab.drivers.thorlabs.ell14", "ELL14", "polarization", "ell14"),
+    DriverEntry("thorlabs.itc4001", "qlab.drivers.thorlabs.itc4001", "ITC4001", "laser", "itc4001"),
+    DriverEntry("excelitas.spcm", "qlab.drivers.excelitas.spcm", "SPCM", "detector", "spcm"),
+    DriverEntry("swabian.timetagger", "qlab.drivers.swabian.timetagger", "SwabianTimeTagger", "tagger",
+                "swabian"),
+]
+
+DRIVERS: dict[str, DriverEntry] = {e.driver_id: e for e in _ENTRIES}
+SIM_MODELS: dict[str, DriverEntry] = {e.sim_model: e for e in _ENTRIES}

@@ -1,0 +1,68 @@
+"""Base of every device simulator: bytes in, bytes out, replies that may be due later."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from qlab.sim.clock import SimClock
+
+if TYPE_CHECKING:
+    from qlab.sim.model import SimLab
+
+
+class DeviceSimulator:
+    """A simulated device speaking its real wire protocol.
+
+    Subclasses implement ``handle(data)`` which consumes input bytes (kept in ``self.inbuf``) and calls
+    ``reply(bytes, delay_s)``. Replies with a delay (a move completing) become readable only when the
+    simulated clock reaches them.
+    """
+
+    model_id = ""
+
+    def __init__(self, lab: SimLab | None = None, name: str = "", options: dict | None = None):
+        self.lab = lab
+        self.name = name or self.model_id
+        self.options = dict(options or {})
+        self.clock: SimClock = lab.clock if lab is not None else SimClock(realtime=True)
+        self.inbuf = bytearray()
+        self._outbox: list[tuple[float, bytes]] = []
+        self._cond = threading.Condition()
+
+    # -- called by transports -----------------------------------------------------------------------------
+    def receive(self, data: bytes) -> None:
+        with self._cond:
+            self.inbuf += data
+            self.handle()
+            self._cond.notify_all()
+
+    def read_due(self) -> bytes:
+        with self._cond:
+            now = self.clock.now()
+            due = [b for t, b in self._outbox if t <= now]
+            self._outbox = [(t, b) for t, b in self._outbox if t > now]
+            return b"".join(due)
+
+    def pending(self) -> bool:
+        with self._cond:
+            return bool(self._outbox)
+
+    def wait_for_output(self, timeout_s: float) -> bool:
+        """Wait until a reply is due. Fast mode: jump the simulated clock to the next scheduled reply."""
+        with self._cond:
+            if not self._outbox:
+                if self.clock.realtime:
+                    self._cond.wait(timeout_s)
+                if not self._outbox:
+                    return False
+            t_next = min(t for t, _ in self._outbox)
+        self.clock.advance_to(t_next)
+        return True
+
+    # -- for subclasses ----------------------------------------------------------------------------------
+    def reply(self, data: bytes, delay_s: float = 0.0) -> None:
+        self._outbox.append((self.clock.now() + delay_s, data))
+
+    def handle(self) -> None:
+        raise NotImplementedError

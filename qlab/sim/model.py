@@ -1,0 +1,443 @@
+"""The simulated lab: one physics model of a two-party entangled-photon experiment.
+
+Every simulated instrument is coupled through a SimLab: laser simulators set the pump power,
+polarization-controller simulators set waveplate angles, detector simulators set enable/efficiency/
+dead time, tagger simulators read timestamps generated from the current state. Formulas:
+shared/reference/physics.md. Units: time in s at the interface, ps inside; angles in degrees.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qlab.config.loader import LoadedConfig
+from qlab.config.schema import DetectorSim, LaserSim, TaggerSim
+from qlab.instruments.tagger import TagChunk
+from qlab.sim import optics
+from qlab.sim.clock import SimClock
+from qlab.sim.kernel import generate_clicks, insertion_sort_pairs
+from qlab.sim.rng import NORMAL_TABLE, seed_state
+
+PARTIES = ("alice", "bob")
+DETECTOR_PULSE_V = 2.5  # NIM/TTL pulse height seen by the tagger; trigger levels must sit below it
+STAGE_ORDER = ("compensator", "analyzer")
+
+
+@dataclass
+class DetectorState:
+    name: str
+    party: str
+    port: str
+    tagger: str
+    input: int
+    p: DetectorSim
+    enabled: bool = True
+    gate_closed: bool = False
+    efficiency: float = 0.0
+    dead_time_ns: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.efficiency = self.p.efficiency
+        self.dead_time_ns = self.p.dead_time_ns
+        self.gate_closed = self.p.gate
+
+    @property
+    def live(self) -> bool:
+        return self.enabled and not self.gate_closed
+
+
+@dataclass
+class TaggerState:
+    name: str
+    p: TaggerSim
+    input_delay_ps: dict[int, int] = field(default_factory=dict)
+    trigger_v: dict[int, float] = field(default_factory=dict)
+    streaming: bool = False
+    t_read_ps: int = 0  # tagger time up to which tags were handed out
+    pend_t: list[np.ndarray] = field(default_factory=list)
+    pend_ch: list[np.ndarray] = field(default_factory=list)
+    gaps: list[tuple[int, int]] = field(default_factory=list)
+    overflows: int = 0
+
+    @property
+    def scale(self) -> float:
+        return 1.0 + self.p.drift_ppm * 1e-6
+
+    def tagger_time(self, true_ps: float) -> int:
+        return int(round(true_ps * self.scale)) + self.p.clock_offset_ps
+
+
+@dataclass
+class Waveplate:
+    retardance_waves: float
+    zero_deg: float
+    angle_deg: float = 0.0
+
+
+class SimLab:
+    """Shared physical state plus the tag generator. Thread-safe: instrument workers call into it."""
+
+    batch_s = 0.01
+
+    def __init__(self, loaded: LoadedConfig, realtime: bool | None = None, seed: int | None = None):
+        cfg = loaded.config
+        self.loaded = loaded
+        sim = cfg.simulation
+        self.layout = cfg.lab.layout
+        self.clock = SimClock(sim.realtime if realtime is None else realtime)
+        self.seed = sim.seed if seed is None else seed
+        self._rng = np.random.default_rng(self.seed)
+        self._state = seed_state(self.seed)
+        self._lock = threading.RLock()
+        self.source = sim.source.model_copy()
+        self.eavesdropper = sim.eavesdropper
+        self.fibre_transmission = {p: getattr(sim.fibres, p).transmission for p in PARTIES}
+        self.fibre_drift = {p: getattr(sim.fibres, p).drift_rad_per_sqrt_s for p in PARTIES}
+        self.fibre_u0 = {p: self._initial_unitary(getattr(sim.fibres, p).unitary) for p in PARTIES}
+        self._fibre_walk = {p: np.zeros(3) for p in PARTIES}
+        self.lasers: dict[str, dict] = {}
+        self.waveplates: dict[str, dict[str, dict[str, Waveplate]]] = {p: {s: {} for s in STAGE_ORDER}
+                                                                      for p in PARTIES}
+        self.detectors: dict[str, DetectorState] = {}
+        self.taggers: dict[str, TaggerState] = {}
+        for name, inst in cfg.instruments.items():
+            kind = loaded.kind(name)
+            params = loaded.sim_params[name]
+            if kind == "laser":
+                assert isinstance(params, LaserSim)
+                self.lasers[name] = {"on": False, "current_a": 0.0, "temperature_c": 25.0, "p": params}
+            elif kind == "detector":
+                ch = inst.channel
+                party, port = ch.role.split(".")
+                self.detectors[name] = DetectorState(name, party, port, ch.tagger, ch.input, params)
+            elif kind == "tagger":
+                self.taggers[name] = TaggerState(name, params)
+            elif kind == "polarization":
+                stage = self.waveplates[inst.optics.party][inst.optics.stage]
+                for ax, a in inst.axes.items():
+                    ret = a.retardance_waves if a.retardance_waves is not None else (
+                        0.25 if a.plate == "quarter" else 0.5)
+                    stage[f"{name}.{ax}"] = Waveplate(ret, a.zero_deg)
+        self._det_names = list(self.detectors)
+        self._tagger_names = list(self.taggers)
+        self._gen_true_ps = 0  # true time up to which physics has been generated
+        self._last_click = np.full(len(self._det_names), -1e30)
+        self._ap_pending = np.full(len(self._det_names), np.inf)
+        self._dirty = True
+        self._cache: tuple | None = None
+        self.device_sims: dict[str, object] = {}  # instrument name -> its device simulator
+
+    # -- setup ---------------------------------------------------------------------------------------------
+    def _initial_unitary(self, spec) -> np.ndarray:
+        if spec == "identity":
+            return np.eye(2, dtype=complex)
+        if spec == "random":
+            return optics.haar_su2(self._rng)
+        return optics.su2_from_euler(*np.radians(spec))
+
+    # -- coupling API used by device simulators --------------------------------------------------------
+    def set_laser(self, name: str, *, on: bool | None = None, current_a: float | None = None,
+                  temperature_c: float | None = None) -> None:
+        with self._lock:
+            self._catch_up()
+            las = self.lasers[name]
+            if on is not None:
+                las["on"] = bool(on)
+            if current_a is not None:
+                las["current_a"] = float(current_a)
+            if temperature_c is not None:
+                las["temperature_c"] = float(temperature_c)
+            self._dirty = True
+
+    def laser_power_mw(self, name: str) -> float:
+        las = self.lasers[name]
+        p: LaserSim = las["p"]
+        if not las["on"]:
+            return 0.0
+        return max(0.0, (las["current_a"] - p.threshold_a) * p.slope_mw_per_a)
+
+    @property
+    def pump_power_mw(self) -> float:
+        return sum(self.laser_power_mw(n) for n in self.lasers)
+
+    def set_waveplate(self, instrument: str, axis: str, angle_deg: float) -> None:
+        with self._lock:
+            self._catch_up()
+            for party in PARTIES:
+                for stage in STAGE_ORDER:
+                    wp = self.waveplates[party][stage].get(f"{instrument}.{axis}")
+                    if wp is not None:
+                        wp.angle_deg = float(angle_deg)
+                        self._dirty = True
+                        return
+            raise KeyError(f"{instrument}.{axis} is not a waveplate in the simulated optics")
+
+    def set_detector(self, name: str, **changes) -> None:
+        with self._lock:
+            self._catch_up()
+            det = self.detectors[name]
+            for k, v in changes.items():
+                setattr(det, k, v)
+            self._dirty = True
+
+    def set_tagger_input(self, tagger: str, channel: int, *, delay_ps: int | None = None,
+                         trigger_v: float | None = None) -> None:
+        with self._lock:
+            self._catch_up()
+            tg = self.taggers[tagger]
+            if delay_ps is not None:
+                tg.input_delay_ps[channel] = int(delay_ps)
+            if trigger_v is not None:
+                tg.trigger_v[channel] = float(trigger_v)
+            self._dirty = True
+
+    def set_visibility(self, visibility: float) -> None:
+        with self._lock:
+            self._catch_up()
+            self.source.visibility = float(visibility)
+            self._dirty = True
+
+    # -- optics ----------------------------------------------------------------------------------------------
+    def fibre_unitary(self, party: str) -> np.ndarray:
+        w = self._fibre_walk[party]
+        angle = float(np.linalg.norm(w))
+        if angle == 0:
+            return self.fibre_u0[party]
+        n = w / angle
+        sig = n[0] * np.array([[0, 1], [1, 0]]) + n[1] * np.array([[0, -1j], [1j, 0]]) + n[2] * np.diag([1, -1])
+        rot = math.cos(angle / 2) * np.eye(2) - 1j * math.sin(angle / 2) * sig
+        return rot @ self.fibre_u0[party]
+
+    def party_unitary(self, party: str) -> np.ndarray:
+        u = self.fibre_unitary(party)
+        for stage in STAGE_ORDER:
+            for wp in self.waveplates[party][stage].values():
+                u = optics.retarder(wp.retardance_waves, math.radians(wp.angle_deg + wp.zero_deg)) @ u
+        return u
+
+    def state(self) -> np.ndarray:
+        rho = optics.werner(self.source.state, self.source.visibility)
+        if self.eavesdropper == "intercept_resend":
+            rho = optics.intercept_resend_bob(rho)
+        return rho
+
+    def pair_rate_hz(self) -> float:
+        """Emitted pairs/s: pairs_per_mw × pump power, times a phase-matching factor of the laser
+        temperature (Gaussian, 25 °C optimum, 8 °C width)."""
+        if not self.lasers:
+            return 0.0
+        temp = np.mean([las["temperature_c"] for las in self.lasers.values()])
+        return self.source.pairs_per_mw * self.pump_power_mw * math.exp(-0.5 * ((temp - 25.0) / 8.0) ** 2)
+
+    def port_probabilities(self) -> tuple[list[str], list[str], np.ndarray]:
+        """(ports of Alice, ports of Bob, P[k, l]) for one emitted pair, before losses."""
+        povm = optics.port_povm(self.layout)
+        ports = list(povm)
+        p = optics.joint_probabilities(self.state(), self.party_unitary("alice"), self.party_unitary("bob"),
+                                       [povm[k] for k in ports], [povm[k] for k in ports])
+        return ports, ports, p
+
+    def detector_efficiency(self, det: DetectorState) -> float:
+        """Total detection probability of a photon reaching this detector's port (fibre × detector)."""
+        if not self._det_visible(det):
+            return 0.0
+        return self.fibre_transmission[det.party] * det.efficiency
+
+    def _det_visible(self, det: DetectorState) -> bool:
+        tg = self.taggers[det.tagger]
+        level = tg.trigger_v.get(det.input, 0.5)
+        return det.live and 0.0 < level < DETECTOR_PULSE_V
+
+    # -- analytic expectations (tests and users compare against these) ---------------------------------------
+    def expected_rates(self) -> dict[str, object]:
+        """Singles (before dead time) and true-coincidence rates in Hz from physics.md formulas."""
+        ports_a, ports_b, p = self.port_probabilities()
+        n = self.pair_rate_hz()
+        eff = {d.name: self.detector_efficiency(d) for d in self.detectors.values()}
+        singles, coinc = {}, {}
+        for d in self.detectors.values():
+            ports = ports_a if d.party == "alice" else ports_b
+            marg = p.sum(axis=1) if d.party == "alice" else p.sum(axis=0)
+            pi = marg[ports.index(d.port)] if d.port in ports else 0.0
+            singles[d.name] = eff[d.name] * n * pi + (d.p.dark_count_hz if self._det_visible(d) else 0.0)
+        for da in self.detectors.values():
+            for db in self.detectors.values():
+                if da.party == "alice" and db.party == "bob" and da.port in ports_a and db.port in ports_b:
+                    pab = p[ports_a.index(da.port), ports_b.index(db.port)]
+                    coinc[(da.name, db.name)] = eff[da.name] * eff[db.name] * n * pab
+        return {"pair_rate_hz": n, "singles_hz": singles, "coincidences_hz": coinc}
+
+    # -- generation -------------------------------------------------------------------------------------------
+    def _tables(self):
+        """Category table of the click process for the current settings (cached until something changes)."""
+        drifting = any(self.fibre_drift[p] > 0 for p in PARTIES)
+        if self._cache is not None and not self._dirty and not drifting:
+            return self._cache
+        dets = [self.detectors[n] for n in self._det_names]
+        ports_a, ports_b, p = self.port_probabilities()
+        idx_a = {d.port: i for i, d in enumerate(dets) if d.party == "alice"}
+        idx_b = {d.port: i for i, d in enumerate(dets) if d.party == "bob"}
+        eff = np.array([self.detector_efficiency(d) for d in dets])
+        ea = np.array([eff[idx_a[k]] if k in idx_a else 0.0 for k in ports_a])
+        eb = np.array([eff[idx_b[k]] if k in idx_b else 0.0 for k in ports_b])
+        n = self.pair_rate_hz()
+        rates, cat_a, cat_b = [], [], []
+        for k, pk in enumerate(ports_a):
+            for l, pl in enumerate(ports_b):
+                if k < len(ea) and ea[k] > 0 and eb[l] > 0:
+                    rates.append(n * p[k, l] * ea[k] * eb[l])
+                    cat_a.append(idx_a[pk])
+                    cat_b.append(idx_b[pl])
+            r_only = n * ea[k] * float((p[k, :] * (1 - eb)).sum())
+            if r_only > 0:
+                rates.append(r_only)
+                cat_a.append(idx_a[pk])
+                cat_b.append(-1)
+        for l, pl in enumerate(ports_b):
+            r_only = n * eb[l] * float((p[:, l] * (1 - ea)).sum())
+            if r_only > 0:
+                rates.append(r_only)
+                cat_a.append(idx_b[pl])
+                cat_b.append(-1)
+        for i, d in enumerate(dets):
+            if self._det_visible(d) and d.p.dark_count_hz > 0:
+                rates.append(d.p.dark_count_hz)
+                cat_a.append(i)
+                cat_b.append(-1)
+        rates_arr = np.array(rates, float)
+        total = float(rates_arr.sum())
+        cum = np.cumsum(rates_arr) / total if total > 0 else np.ones(1)
+        tagger_of = np.array([self._tagger_names.index(d.tagger) for d in dets], np.int64)
+        shift = np.array([d.p.cable_delay_ps + self.taggers[d.tagger].input_delay_ps.get(d.input, 0)
+                          for d in dets], float)
+        jitter = np.array([math.hypot(d.p.jitter_ps, self.taggers[d.tagger].p.jitter_ps) for d in dets])
+        self._cache = (total * 1e-12, cum, np.array(cat_a or [-1], np.int64), np.array(cat_b or [-1], np.int64),
+                       np.array([d.dead_time_ns * 1e3 for d in dets]),
+                       np.array([d.p.afterpulse_probability for d in dets]),
+                       np.array([d.p.afterpulse_delay_ns * 1e3 for d in dets]), jitter, shift, tagger_of,
+                       np.array([d.input for d in dets], np.int16))
+        self._dirty = False
+        return self._cache
+
+    def _step_drift(self, dt_s: float) -> None:
+        for p in PARTIES:
+            if self.fibre_drift[p] > 0:
+                self._fibre_walk[p] += self._rng.normal(0.0, self.fibre_drift[p] * math.sqrt(dt_s), 3)
+
+    def _catch_up(self) -> None:
+        """Generate physics up to now with the settings in force until now (before a change applies)."""
+        target = int(self.clock.now() * 1e12)
+        if target > self._gen_true_ps and any(t.streaming for t in self.taggers.values()):
+            self._generate_until(target)
+        else:
+            self._gen_true_ps = max(self._gen_true_ps, target)
+
+    def _generate_until(self, true_ps: int) -> None:
+        batch_ps = int(self.batch_s * 1e12)
+        while self._gen_true_ps < true_ps:
+            t0 = self._gen_true_ps
+            t1 = min(true_ps, t0 + batch_ps)
+            self._step_drift((t1 - t0) * 1e-12)
+            self._generate_batch(t0, t1)
+            self._gen_true_ps = t1
+
+    def _generate_batch(self, t0: int, t1: int) -> None:
+        (rate, cum, cat_a, cat_b, dead, ap_p, ap_mean, jitter, shift, tagger_of, inputs) = self._tables()
+        taggers = [self.taggers[n] for n in self._tagger_names]
+        scale = np.array([t.scale for t in taggers])
+        tag_base = np.array([t.tagger_time(t0) for t in taggers], np.int64)
+        res = np.array([t.p.resolution_ps for t in taggers], np.int64)
+        # The kernel works relative to t0; carry dead-time and afterpulse state across batches.
+        span = (t1 - t0) * 1e-12
+        expected = rate * 1e12 * span * 1.3 + 64 + 8 * len(dead)
+        cap = int(min(expected, 2e7))
+        parts_t, parts_ch, parts_k = [], [], []
+        t_from = 0.0
+        while True:
+            out_t = np.empty(cap, np.int64)
+            out_ch = np.empty(cap, np.int16)
+            out_k = np.empty(cap, np.int64)
+            n, t_reached = generate_clicks(self._state, NORMAL_TABLE, t_from, float(t1 - t0), rate, cum, cat_a,
+                                           cat_b, self._last_click, self._ap_pending, dead, ap_p, ap_mean,
+                                           jitter, shift, tagger_of, scale, tag_base, res, inputs, out_t,
+                                           out_ch, out_k)
+            parts_t.append(out_t[:n])
+            parts_ch.append(out_ch[:n])
+            parts_k.append(out_k[:n])
+            if t_reached >= t1 - t0:
+                break
+            t_from = t_reached
+        self._last_click -= t1 - t0
+        self._ap_pending -= t1 - t0
+        all_t = np.concatenate(parts_t) if len(parts_t) > 1 else parts_t[0]
+        all_ch = np.concatenate(parts_ch) if len(parts_ch) > 1 else parts_ch[0]
+        all_k = np.concatenate(parts_k) if len(parts_k) > 1 else parts_k[0]
+        for k, tg in enumerate(taggers):
+            if not tg.streaming:
+                continue
+            if len(taggers) > 1:
+                sel = all_k == k
+                tt, cc = all_t[sel], all_ch[sel]
+            else:
+                tt, cc = all_t, all_ch
+            if tt.size / span > tg.p.max_rate_hz:
+                # The tagger's buffer overflows: the whole batch is lost and reported as a gap.
+                tg.gaps.append((tg.tagger_time(t0), tg.tagger_time(t1)))
+                tg.overflows += 1
+                continue
+            tg.pend_t.append(tt)
+            tg.pend_ch.append(cc)
+
+    # -- tagger side -----------------------------------------------------------------------------------------
+    def start_stream(self, tagger: str) -> None:
+        with self._lock:
+            self._catch_up()
+            tg = self.taggers[tagger]
+            tg.streaming = True
+            tg.pend_t, tg.pend_ch, tg.gaps = [], [], []
+            tg.t_read_ps = tg.tagger_time(self._gen_true_ps)
+
+    def stop_stream(self, tagger: str) -> None:
+        with self._lock:
+            self.taggers[tagger].streaming = False
+
+    def read_tags(self, tagger: str) -> TagChunk:
+        """Tags of ``tagger`` from its previous read up to the tagger time of the simulated now."""
+        with self._lock:
+            tg = self.taggers[tagger]
+            if not tg.streaming:
+                t = tg.t_read_ps
+                return TagChunk(np.zeros(0, np.int64), np.zeros(0, np.int16), t, t)
+            now_true = int(self.clock.now() * 1e12)
+            t_stop = tg.tagger_time(now_true)
+            _, _, _, _, _, _, _, jitter, shift, _, _ = self._tables()
+            margin = int(100_000 + 8 * (jitter.max() if jitter.size else 0) + max(0.0, -shift.min(initial=0)))
+            # Generate far enough that every tag with tagger time < t_stop exists already.
+            self._generate_until(now_true + margin)
+            tt = np.concatenate(tg.pend_t) if tg.pend_t else np.zeros(0, np.int64)
+            cc = np.concatenate(tg.pend_ch) if tg.pend_ch else np.zeros(0, np.int16)
+            spread = float(shift.max(initial=0) - shift.min(initial=0)) if shift.size else 0.0
+            if spread * (tt.size / max(1e-12 * (margin + t_stop - tg.t_read_ps), 1e-9)) * 1e-12 > 32:
+                order = np.argsort(tt, kind="stable")
+                tt, cc = tt[order], cc[order]
+            else:
+                insertion_sort_pairs(tt, cc)
+            cut = int(np.searchsorted(tt, t_stop, side="left"))
+            out_t, out_ch = tt[:cut], cc[:cut]
+            keep = out_t >= tg.t_read_ps  # tags before the stream (re)started are not handed out
+            if not keep.all():
+                out_t, out_ch = out_t[keep], out_ch[keep]
+            tg.pend_t, tg.pend_ch = [tt[cut:]], [cc[cut:]]
+            gaps = np.array([g for g in tg.gaps if g[0] < t_stop], np.int64).reshape(-1, 2)
+            tg.gaps = [g for g in tg.gaps if g[0] >= t_stop]
+            chunk = TagChunk(out_t, out_ch, tg.t_read_ps, t_stop, gaps, 0)
+            tg.t_read_ps = t_stop
+            return chunk
+
+    # -- convenience for tests and scripts -----------------------------------------------------------------
+    def detector_index(self) -> dict[str, int]:
+        return {n: i for i, n in enumerate(self._det_names)}

@@ -1,0 +1,43 @@
+"""In-process byte link to a device simulator: the driver's exact bytes go through the simulator's parser.
+
+Waiting for a reply that the simulated device schedules later (a move that completes) advances the
+simulated clock instead of the wall clock when the lab runs faster than real time.
+"""
+
+from __future__ import annotations
+
+from qlab.sim.device import DeviceSimulator
+from qlab.transport.base import Transport
+
+
+class SimLinkTransport(Transport):
+    def __init__(self, name: str, device: DeviceSimulator, **kw):
+        super().__init__(name, **kw)
+        self.device = device
+        self._buf = bytearray()
+
+    def _write(self, data: bytes) -> None:
+        self.device.receive(data)
+
+    def _fill(self, timeout_s: float, what: str) -> None:
+        got = self.device.read_due()
+        if got:
+            self._buf += got
+            return
+        if not self.device.wait_for_output(timeout_s):
+            raise self.timeout_error(f"{what}, got {bytes(self._buf)!r}")
+        self._buf += self.device.read_due()
+
+    def _read_until(self, terminator: bytes, timeout_s: float) -> bytes:
+        while (i := self._buf.find(terminator)) < 0:
+            self._fill(timeout_s, f"waiting for {terminator!r}")
+        out = bytes(self._buf[: i + len(terminator)])
+        del self._buf[: i + len(terminator)]
+        return out
+
+    def _read_exact(self, n: int, timeout_s: float) -> bytes:
+        while len(self._buf) < n:
+            self._fill(timeout_s, f"waiting for {n} bytes")
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out

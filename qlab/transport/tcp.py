@@ -1,0 +1,61 @@
+"""Plain TCP socket transport (DLC pro command line, Eos JSON, SCPI sockets)."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from qlab.errors import InstrumentError
+from qlab.transport.base import Transport
+
+
+class TcpTransport(Transport):
+    def __init__(self, name: str, host: str, port: int, **kw):
+        super().__init__(name, **kw)
+        try:
+            self.sock = socket.create_connection((host, port), timeout=self.timeout_s)
+        except OSError as exc:
+            raise InstrumentError(name, f"cannot connect to {host}:{port}: {exc}") from None
+        self.sock.settimeout(0.05)
+        self._buf = bytearray()
+
+    def _write(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self, deadline: float, what: str) -> None:
+        try:
+            chunk = self.sock.recv(65536)
+        except TimeoutError:
+            chunk = None
+        if chunk == b"":
+            raise InstrumentError(self.name, "connection closed by the device")
+        if chunk:
+            self._buf += chunk
+        elif time.monotonic() > deadline:
+            raise self.timeout_error(what)
+
+    def _read_until(self, terminator: bytes, timeout_s: float) -> bytes:
+        deadline = time.monotonic() + timeout_s
+        while (i := self._buf.find(terminator)) < 0:
+            self._fill(deadline, f"waiting for {terminator!r}")
+        out = bytes(self._buf[: i + len(terminator)])
+        del self._buf[: i + len(terminator)]
+        return out
+
+    def _read_exact(self, n: int, timeout_s: float) -> bytes:
+        deadline = time.monotonic() + timeout_s
+        while len(self._buf) < n:
+            self._fill(deadline, f"waiting for {n} bytes")
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host:
+        return text, default_port
+    return host, int(port)
