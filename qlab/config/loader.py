@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from qlab.config.schema import KIND_SIM_MODELS, LabConfig
+from qlab.config.schema import KIND_SIM_MODELS, InstrumentConfig, LabConfig
 from qlab.config.yaml_lines import KeyPath, format_path, line_of, load_yaml_with_lines, read_text
 from qlab.errors import ConfigError
 from qlab.instruments.registry import DRIVERS
@@ -67,15 +67,37 @@ def load_config(path: str | Path | None = None, text: str | None = None) -> Load
     data, lines = load_yaml_with_lines(text, source)
     if not isinstance(data, dict):
         raise ConfigError(source, [(1, "", "expected a mapping with an 'instruments' section at the top")])
-    try:
-        cfg = LabConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(source, [_describe(err, lines) for err in exc.errors()]) from None
     problems: list[tuple[int | None, str, str]] = []
+    cfg = _validate_sections(data, lines, problems)
     sim_params = _check_semantics(cfg, lines, problems)
     if problems:
         raise ConfigError(source, problems)
     return LoadedConfig(cfg, source, text, lines, sim_params)
+
+
+def _validate_sections(data: dict[str, Any], lines: dict[KeyPath, int], problems: list) -> LabConfig:
+    """Validate section by section (and instrument by instrument) so one mistake does not hide others."""
+    sections = {k: v for k, v in data.items() if k != "instruments"}
+    instruments = data.get("instruments")
+    if instruments is None:
+        problems.append((1, "instruments", "required key is missing"))
+        instruments = {}
+    elif not isinstance(instruments, dict):
+        problems.append((line_of(lines, ("instruments",)), "instruments", "expected a mapping of names to "
+                                                                          "instrument blocks"))
+        instruments = {}
+    try:
+        cfg = LabConfig.model_validate({**sections, "instruments": {}})
+    except ValidationError as exc:
+        problems.extend(_describe(err, lines) for err in exc.errors())
+        cfg = LabConfig(instruments={})
+    for name, block in instruments.items():
+        try:
+            cfg.instruments[str(name)] = InstrumentConfig.model_validate(block)
+        except ValidationError as exc:
+            for err in exc.errors():
+                problems.append(_describe({**err, "loc": ("instruments", name, *err["loc"])}, lines))
+    return cfg
 
 
 def _describe(err: dict[str, Any], lines: dict[KeyPath, int]) -> tuple[int | None, str, str]:

@@ -16,9 +16,28 @@ import numpy as np
 from qlab.sim.rng import exponential, normal, uniform
 
 
+def alias_table(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Walker's alias table: draw category i with probability p_i from one uniform number in O(1)."""
+    p = np.asarray(probabilities, float)
+    n = p.size
+    q = p * n / p.sum()
+    alias = np.zeros(n, np.int64)
+    small = [i for i in range(n) if q[i] < 1.0]
+    large = [i for i in range(n) if q[i] >= 1.0]
+    while small and large:
+        s, lg = small.pop(), large.pop()
+        alias[s] = lg
+        q[lg] -= 1.0 - q[s]
+        (small if q[lg] < 1.0 else large).append(lg)
+    for i in small + large:
+        q[i] = 1.0
+    return q, alias
+
+
 @nb.njit(cache=True)
-def _emit(d, t, state, table, last_click, ap_pending, dead_ps, ap_prob, ap_mean_ps, jitter_ps, shift_ps,
-          tagger_of, scale, tag_base, res_ps, input_of, out_t, out_ch, out_k, n):
+def _emit_afterpulse(d, t, state, table, last_click, ap_pending, dead_ps, ap_prob, ap_mean_ps, jitter_ps,
+                     shift_ps, tagger_of, scale, tag_base, res_ps, input_of, out_t, out_ch, out_k, n):
+    # Rare path (one afterpulse); kept out of line so the hot loop stays small.
     if t - last_click[d] < dead_ps[d]:
         return n
     last_click[d] = t
@@ -27,8 +46,7 @@ def _emit(d, t, state, table, last_click, ap_pending, dead_ps, ap_prob, ap_mean_
         if ta < ap_pending[d]:
             ap_pending[d] = ta
     k = tagger_of[d]
-    rel = (t + normal(state, table) * jitter_ps[d] + shift_ps[d]) * scale[k]
-    v = tag_base[k] + np.int64(np.floor(rel))
+    v = tag_base[k] + np.int64(np.floor((t + normal(state, table) * jitter_ps[d] + shift_ps[d]) * scale[k]))
     r = res_ps[k]
     if r > 1:
         v -= v % r
@@ -39,7 +57,7 @@ def _emit(d, t, state, table, last_click, ap_pending, dead_ps, ap_prob, ap_mean_
 
 
 @nb.njit(cache=True)
-def generate_clicks(state, table, t_start, t_stop, rate_per_ps, cum_prob, cat_a, cat_b,
+def generate_clicks(state, table, t_start, t_stop, rate_per_ps, alias_q, alias_j, cat_a, cat_b,
                     last_click, ap_pending, dead_ps, ap_prob, ap_mean_ps, jitter_ps, shift_ps,
                     tagger_of, scale, tag_base, res_ps, input_of, out_t, out_ch, out_k):
     """Generate clicks in [t_start, t_stop) (float ps relative to the batch base).
@@ -50,24 +68,23 @@ def generate_clicks(state, table, t_start, t_stop, rate_per_ps, cum_prob, cat_a,
     n = 0
     cap = out_t.size - 4
     ndet = dead_ps.size
+    ncat = alias_q.size
     t = t_start
     ap_min = np.inf
     for d in range(ndet):
         ap_min = min(ap_min, ap_pending[d])
-    ncat = cum_prob.size
+    inv_rate = 1.0 / rate_per_ps if rate_per_ps > 0.0 else np.inf
     while n < cap:
-        t_next = t + exponential(state) / rate_per_ps if rate_per_ps > 0.0 else np.inf
-        # afterpulses due before the next primary event
+        t_next = t + exponential(state) * inv_rate
         while ap_min < t_next and ap_min < t_stop and n < cap:
             dmin = 0
             for d in range(ndet):
                 if ap_pending[d] == ap_min:
                     dmin = d
-            ta = ap_pending[dmin]
             ap_pending[dmin] = np.inf
-            n = _emit(dmin, ta, state, table, last_click, ap_pending, dead_ps, ap_prob, ap_mean_ps,
-                      jitter_ps, shift_ps, tagger_of, scale, tag_base, res_ps, input_of, out_t, out_ch,
-                      out_k, n)
+            n = _emit_afterpulse(dmin, ap_min, state, table, last_click, ap_pending, dead_ps, ap_prob,
+                                 ap_mean_ps, jitter_ps, shift_ps, tagger_of, scale, tag_base, res_ps, input_of,
+                                 out_t, out_ch, out_k, n)
             ap_min = np.inf
             for d in range(ndet):
                 ap_min = min(ap_min, ap_pending[d])
@@ -76,20 +93,33 @@ def generate_clicks(state, table, t_start, t_stop, rate_per_ps, cum_prob, cat_a,
         if n >= cap:
             return n, t
         t = t_next
-        u = uniform(state)
-        c = 0
-        while c < ncat - 1 and cum_prob[c] < u:
-            c += 1
-        da = cat_a[c]
-        db = cat_b[c]
-        if da >= 0:
-            n = _emit(da, t, state, table, last_click, ap_pending, dead_ps, ap_prob, ap_mean_ps, jitter_ps,
-                      shift_ps, tagger_of, scale, tag_base, res_ps, input_of, out_t, out_ch, out_k, n)
-        if db >= 0:
-            n = _emit(db, t, state, table, last_click, ap_pending, dead_ps, ap_prob, ap_mean_ps, jitter_ps,
-                      shift_ps, tagger_of, scale, tag_base, res_ps, input_of, out_t, out_ch, out_k, n)
-        for d in range(ndet):
-            ap_min = min(ap_min, ap_pending[d])
+        x = uniform(state) * ncat
+        c = min(np.int64(x), ncat - 1)
+        if x - c >= alias_q[c]:
+            c = alias_j[c]
+        for side in range(2):
+            d = cat_a[c] if side == 0 else cat_b[c]
+            if d < 0:
+                continue
+            if t - last_click[d] < dead_ps[d]:
+                continue  # non-paralyzable dead time: the photon is lost
+            last_click[d] = t
+            if ap_prob[d] > 0.0 and uniform(state) < ap_prob[d]:
+                ta = t + dead_ps[d] + exponential(state) * ap_mean_ps[d]
+                if ta < ap_pending[d]:
+                    ap_pending[d] = ta
+                if ta < ap_min:
+                    ap_min = ta
+            k = tagger_of[d]
+            v = tag_base[k] + np.int64(np.floor((t + normal(state, table) * jitter_ps[d] + shift_ps[d])
+                                                * scale[k]))
+            r = res_ps[k]
+            if r > 1:
+                v -= v % r
+            out_t[n] = v
+            out_ch[n] = input_of[d]
+            out_k[n] = k
+            n += 1
     return n, t
 
 

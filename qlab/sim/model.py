@@ -19,7 +19,7 @@ from qlab.config.schema import DetectorSim, LaserSim, TaggerSim
 from qlab.instruments.tagger import TagChunk
 from qlab.sim import optics
 from qlab.sim.clock import SimClock
-from qlab.sim.kernel import generate_clicks, insertion_sort_pairs
+from qlab.sim.kernel import alias_table, generate_clicks, insertion_sort_pairs
 from qlab.sim.rng import NORMAL_TABLE, seed_state
 
 PARTIES = ("alice", "bob")
@@ -130,6 +130,9 @@ class SimLab:
         self._dirty = True
         self._cache: tuple | None = None
         self.device_sims: dict[str, object] = {}  # instrument name -> its device simulator
+        from qlab.sim.registry import register_lab
+
+        register_lab(self)
 
     # -- setup ---------------------------------------------------------------------------------------------
     def _initial_unitary(self, spec) -> np.ndarray:
@@ -308,14 +311,14 @@ class SimLab:
                 rates.append(d.p.dark_count_hz)
                 cat_a.append(i)
                 cat_b.append(-1)
-        rates_arr = np.array(rates, float)
+        rates_arr = np.array(rates or [0.0], float)
         total = float(rates_arr.sum())
-        cum = np.cumsum(rates_arr) / total if total > 0 else np.ones(1)
+        alias = alias_table(rates_arr) if total > 0 else (np.ones(1), np.zeros(1, np.int64))
         tagger_of = np.array([self._tagger_names.index(d.tagger) for d in dets], np.int64)
         shift = np.array([d.p.cable_delay_ps + self.taggers[d.tagger].input_delay_ps.get(d.input, 0)
                           for d in dets], float)
         jitter = np.array([math.hypot(d.p.jitter_ps, self.taggers[d.tagger].p.jitter_ps) for d in dets])
-        self._cache = (total * 1e-12, cum, np.array(cat_a or [-1], np.int64), np.array(cat_b or [-1], np.int64),
+        self._cache = (total * 1e-12, alias, np.array(cat_a or [-1], np.int64), np.array(cat_b or [-1], np.int64),
                        np.array([d.dead_time_ns * 1e3 for d in dets]),
                        np.array([d.p.afterpulse_probability for d in dets]),
                        np.array([d.p.afterpulse_delay_ns * 1e3 for d in dets]), jitter, shift, tagger_of,
@@ -346,7 +349,7 @@ class SimLab:
             self._gen_true_ps = t1
 
     def _generate_batch(self, t0: int, t1: int) -> None:
-        (rate, cum, cat_a, cat_b, dead, ap_p, ap_mean, jitter, shift, tagger_of, inputs) = self._tables()
+        (rate, alias, cat_a, cat_b, dead, ap_p, ap_mean, jitter, shift, tagger_of, inputs) = self._tables()
         taggers = [self.taggers[n] for n in self._tagger_names]
         scale = np.array([t.scale for t in taggers])
         tag_base = np.array([t.tagger_time(t0) for t in taggers], np.int64)
@@ -361,10 +364,10 @@ class SimLab:
             out_t = np.empty(cap, np.int64)
             out_ch = np.empty(cap, np.int16)
             out_k = np.empty(cap, np.int64)
-            n, t_reached = generate_clicks(self._state, NORMAL_TABLE, t_from, float(t1 - t0), rate, cum, cat_a,
-                                           cat_b, self._last_click, self._ap_pending, dead, ap_p, ap_mean,
-                                           jitter, shift, tagger_of, scale, tag_base, res, inputs, out_t,
-                                           out_ch, out_k)
+            n, t_reached = generate_clicks(
+                self._state, NORMAL_TABLE, t_from, float(t1 - t0), rate, alias[0], alias[1], cat_a, cat_b,
+                self._last_click, self._ap_pending, dead, ap_p, ap_mean, jitter, shift, tagger_of, scale, tag_base,
+                res, inputs, out_t, out_ch, out_k)
             parts_t.append(out_t[:n])
             parts_ch.append(out_ch[:n])
             parts_k.append(out_k[:n])

@@ -1,0 +1,110 @@
+"""`qlab analyze`: the coincidence core on a stored stream (run file, Photon-HDF5 or PTU T2)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from qlab.errors import FileFormatError, NotBuiltError, QlabError
+from qlab.instruments.tagger import TagChunk
+from qlab.stream.coincidence import CoincidenceCounter
+from qlab.stream.delays import find_delays
+
+BBM92_ROLES = {f"{p}.{k}" for p in ("alice", "bob") for k in "HVDA"}
+
+
+def parse_roles(text: str) -> dict[str, int]:
+    roles: dict[str, int] = {}
+    for item in text.split(","):
+        role, sep, ch = item.strip().partition("=")
+        if not sep:
+            raise QlabError(f"--roles: expected ROLE=CHANNEL, got {item!r}")
+        try:
+            roles[role.strip()] = int(ch)
+        except ValueError:
+            raise QlabError(f"--roles: channel of {role} must be an integer, got {ch!r}") from None
+    return roles
+
+
+def open_stream(path: str | Path) -> tuple[Iterator[TagChunk], Any]:
+    """Chunks of the first tagger's stream, and a closer. Picks the reader from the file's content."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileFormatError(str(p), "no such file")
+    with open(p, "rb") as f:
+        magic = f.read(8)
+    if magic.startswith(b"PQTTTR"):
+        from qlab.storage.ptu import iter_ptu_t2
+
+        return iter_ptu_t2(p), None
+    if magic.startswith(b"\x89HDF"):
+        from qlab.storage.reader import RunReader
+
+        r = RunReader(p, live=False)
+        if len(r.groups) > 1:
+            r.close()
+            raise NotBuiltError("two-tagger files need clock synchronisation in qlab analyze (issue #5)")
+        return r.iter_chunks(0), r
+    raise FileFormatError(str(p), f"unknown format (first bytes {magic!r}); expected HDF5 or PTU")
+
+
+def analyze_file(path: str | Path, roles: str | None = None, window_ps: int | None = None,
+                 find: bool = False, config_path: str | None = None, protocol: str | None = None,
+                 accidentals_offset_ps: int | None = None, delay_search_tags: int = 4_000_000) -> dict[str, Any]:
+    from qlab.config import load_config
+
+    if protocol is not None:
+        raise NotBuiltError("qlab analyze --protocol (key distillation) lands with the QKD issue (#8)")
+    cfg = load_config(config_path)
+    if roles:
+        role_map = parse_roles(roles)
+    else:
+        role_map = {i.channel.role: i.channel.input for i in cfg.config.instruments.values() if i.channel}
+    window = window_ps or cfg.config.analysis.window_ps
+    acc_off = accidentals_offset_ps if accidentals_offset_ps is not None else cfg.config.analysis.accidentals_offset_ps
+    channels = sorted(set(role_map.values()))
+    stream, closer = open_stream(path)
+    try:
+        delays: dict[int, float] = {ch: 0.0 for ch in channels}
+        first: list[TagChunk] = []
+        if find:
+            n = 0
+            for chunk in stream:
+                first.append(chunk)
+                n += len(chunk)
+                if n >= delay_search_tags:
+                    break
+            ref = role_map.get("alice.H", channels[0])
+            delays, _ = find_delays(TagChunk.concatenate(first), channels, ref)
+        counter = CoincidenceCounter(channels, window, {c: int(round(d)) for c, d in delays.items()}, acc_off)
+        for chunk in first:
+            counter.process(chunk)
+        for chunk in stream:
+            counter.process(chunk)
+    finally:
+        if closer is not None:
+            closer.close()
+    res = counter.total
+    by_ch = {ch: role for role, ch in role_map.items()}
+    out: dict[str, Any] = {
+        "file": str(path), "window_ps": window,
+        "delays_ps": {str(ch): round(delays[ch], 1) for ch in channels},
+        "singles": {role: res.single(ch) for role, ch in role_map.items()},
+        "coincidences": {}, "accidentals": {}, "duration_s": res.duration_s, "exposure_s": res.exposure_s}
+    alice = sorted(r for r in role_map if r.startswith("alice."))
+    bob = sorted(r for r in role_map if r.startswith("bob."))
+    pairs = [(a, b) for a in alice for b in bob] if alice and bob else [
+        (by_ch[a], by_ch[b]) for i, a in enumerate(channels) for b in channels[i + 1:]]
+    for a, b in pairs:
+        out["coincidences"][f"{a}|{b}"] = res.pair(role_map[a], role_map[b])
+        out["accidentals"][f"{a}|{b}"] = res.accidental_pair(role_map[a], role_map[b])
+    if set(role_map) >= BBM92_ROLES:
+        c = out["coincidences"]
+        sz = sum(c[f"alice.{x}|bob.{y}"] for x in "HV" for y in "HV")
+        ez = c["alice.H|bob.V"] + c["alice.V|bob.H"]
+        sx = sum(c[f"alice.{x}|bob.{y}"] for x in "DA" for y in "DA")
+        ex = c["alice.D|bob.A"] + c["alice.A|bob.D"]
+        out["sifted"] = {"Z": sz, "X": sx}
+        out["qber"] = {"Z": ez / sz if sz else None, "X": ex / sx if sx else None}
+    return out

@@ -1,0 +1,139 @@
+"""`qlab bench`: throughput of the hot paths, each with a reference measured in the same run.
+
+Printed to stderr as a table; ``--json`` returns the figures. Tests never assert these numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+def _best(fn: Callable[[], Any], repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def simulated_stream(seconds: float, seed: int = 7):
+    """Tags of the default BBM92 lab (8 detectors, realistic rates, delays calibrated), merged stream."""
+    from qlab.config import load_config
+    from qlab.lab import Lab
+
+    with Lab(load_config(None), seed=seed, apply_calibrations=False, data_dir=tempfile.mkdtemp()) as lab:
+        lab["pump"].set_output(True)
+        chunk = lab["tagger"].acquire(seconds)
+    return chunk
+
+
+def bench_coincidence(quick: bool) -> dict[str, float]:
+    from qlab.instruments.tagger import TagChunk
+    from qlab.stream.coincidence import CoincidenceCounter
+
+    base = simulated_stream(2.0 if quick else 4.0)
+    reps = 4 if quick else 12
+    # Repeat the recorded stream end to end (shifted in time) to get a long input at realistic rates.
+    span = base.t_stop_ps - base.t_start_ps
+    t = np.concatenate([base.timestamps + k * span for k in range(reps)])
+    c = np.tile(base.channels, reps)
+    channels = list(range(1, 9))
+    delays = {ch: 1000 * ch for ch in channels}
+    chunk_tags = 1 << 20
+
+    def run() -> None:
+        cc = CoincidenceCounter(channels, 2000, delays, 50_000)
+        for k in range(0, t.size, chunk_tags):
+            cc.process(TagChunk(t[k:k + chunk_tags], c[k:k + chunk_tags], 0, 1))
+
+    run()  # compile / warm caches
+    dt = _best(run)
+    dst = np.empty_like(t)
+    dt_copy = _best(lambda: np.copyto(dst, t))
+
+    def numpy_baseline() -> None:
+        # Reference NumPy implementation: for each tag, count partners within ±1 ns via searchsorted.
+        lo = np.searchsorted(t, t - 1000, "left")
+        hi = np.searchsorted(t, t + 1000, "right")
+        np.bincount(c, minlength=9)
+        (hi - lo - 1).sum()
+
+    dt_np = _best(numpy_baseline)
+    n = t.size
+    return {"coincidence_mtags_s": n / dt / 1e6, "copy_mtags_s": n / dt_copy / 1e6,
+            "coincidence_vs_copy": dt_copy / dt, "numpy_baseline_mtags_s": n / dt_np / 1e6,
+            "coincidence_input_tags": n, "coincidence_rate_mcps": n / (reps * span * 1e-12) / 1e6}
+
+
+def bench_simulator(quick: bool) -> dict[str, float]:
+    from qlab.config import load_config
+    from qlab.lab import Lab
+
+    seconds = 2.0 if quick else 5.0
+    with Lab(load_config(None), seed=3, apply_calibrations=False, data_dir=tempfile.mkdtemp()) as lab:
+        lab["pump"].set_current(0.2)
+        lab["pump"].set_output(True)
+        tagger = lab["tagger"]
+        tagger.acquire(0.05)  # compile
+        t0 = time.perf_counter()
+        chunk = tagger.acquire(seconds)
+        dt = time.perf_counter() - t0
+    dst = np.empty_like(chunk.timestamps)
+    dt_copy = _best(lambda: np.copyto(dst, chunk.timestamps))
+    return {"sim_generation_mtags_s": len(chunk) / dt / 1e6, "sim_generation_vs_copy": dt_copy / dt,
+            "sim_tag_rate_mcps": len(chunk) / seconds / 1e6}
+
+
+def bench_storage(quick: bool) -> dict[str, float]:
+    from qlab.storage.runfile import RunFile
+
+    chunk = simulated_stream(2.0 if quick else 5.0, seed=11)
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "bench.h5")
+
+        def write() -> None:
+            with RunFile(path, taggers=["tagger"], procedure="bench") as rf:
+                step = 1 << 20
+                for k in range(0, len(chunk), step):
+                    from qlab.instruments.tagger import TagChunk
+
+                    rf.append_tags(TagChunk(chunk.timestamps[k:k + step], chunk.channels[k:k + step], 0, 1))
+
+        dt = _best(write, 2)
+        size = os.path.getsize(path)
+    dst = np.empty_like(chunk.timestamps)
+    dt_copy = _best(lambda: np.copyto(dst, chunk.timestamps))
+    n = len(chunk)
+    rate = n / chunk.duration_s
+    # Shannon bound for exponential inter-tag gaps at 1 ps and the channel entropy, for context.
+    p = np.bincount(chunk.channels) / n
+    p = p[p > 0]
+    bound = (np.log2(np.e * 1e12 / rate) + float(-(p * np.log2(p)).sum())) / 8
+    return {"storage_bytes_per_tag": size / n, "storage_write_mtags_s": n / dt / 1e6,
+            "storage_write_vs_copy": dt_copy / dt, "storage_tag_rate_mcps": rate / 1e6,
+            "storage_entropy_bound_bytes_per_tag": bound}
+
+
+BENCHMARKS: dict[str, Callable[[bool], dict[str, float]]] = {
+    "coincidence": bench_coincidence, "simulator": bench_simulator, "storage": bench_storage}
+
+
+def run_benchmarks(quick: bool = False, only: list[str] | None = None) -> dict[str, float]:
+    results: dict[str, float] = {}
+    for name, fn in BENCHMARKS.items():
+        if only and name not in only:
+            continue
+        print(f"running {name} ...", file=sys.stderr)
+        r = fn(quick)
+        for k, v in r.items():
+            print(f"  {k:40s} {v:12.3f}", file=sys.stderr)
+        results.update(r)
+    return results

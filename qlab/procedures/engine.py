@@ -1,0 +1,174 @@
+"""The run engine: procedures with declared parameters, progress, abort and a clean finally-path.
+
+Scripts, the CLI and the GUI all run procedures through ``RunEngine.run``. The engine opens the run
+file, records the settings of every instrument at start and at the end, hands a RunContext to the
+procedure, and whatever happens (success, abort, fault) leaves instruments safe and the file closed
+and readable. Only a clean finish marks the run file complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from qlab.errors import AbortedError, QlabError
+from qlab.lab import Lab
+from qlab.storage.runfile import RunFile
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class Param:
+    """A declared procedure parameter; ``unit`` is shown to users, ``help`` explains it."""
+
+    default: Any
+    unit: str = ""
+    help: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def coerce(self, name: str, value: Any) -> Any:
+        kind = type(self.default)
+        try:
+            v = kind(value) if not isinstance(self.default, bool) else _to_bool(value)
+        except (TypeError, ValueError):
+            raise QlabError(f"parameter {name}: expected {kind.__name__}, got {value!r}") from None
+        if self.minimum is not None and v < self.minimum or self.maximum is not None and v > self.maximum:
+            raise QlabError(f"parameter {name}={v} outside [{self.minimum}, {self.maximum}] {self.unit}")
+        return v
+
+
+def _to_bool(v: Any) -> bool:
+    if isinstance(v, str):
+        if v.lower() in ("1", "true", "yes", "on"):
+            return True
+        if v.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(v)
+    return bool(v)
+
+
+class RunContext:
+    """What a running procedure may use: the lab, the run file, progress and abort."""
+
+    def __init__(self, lab: Lab, runfile: RunFile | None, progress: ProgressCallback | None,
+                 abort_event: threading.Event):
+        self.lab = lab
+        self.runfile = runfile
+        self._progress = progress
+        self.abort_event = abort_event
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        self.check_abort()
+        if self._progress is not None:
+            self._progress(max(0.0, min(1.0, fraction)), message)
+
+    def check_abort(self) -> None:
+        if self.abort_event.is_set():
+            raise AbortedError("aborted by the user")
+
+    def record_settings(self, names: list[str] | None = None) -> None:
+        if self.runfile is None:
+            return
+        for name in names or list(self.lab.handles):
+            try:
+                self.runfile.log_settings(name, self.lab[name].call("snapshot", timeout=10))
+            except Exception as exc:  # noqa: BLE001 - record what could not be read
+                self.runfile.log_settings(name, {"error": {"value": str(exc), "unit": ""}})
+
+
+class Procedure(ABC):
+    """Subclass, declare ``name``, ``params`` and implement ``execute``; results are a JSON-able dict."""
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    params: ClassVar[dict[str, Param]] = {}
+
+    def __init__(self, **values: Any):
+        unknown = set(values) - set(self.params)
+        if unknown:
+            raise QlabError(f"procedure {self.name}: unknown parameter(s) {sorted(unknown)}; "
+                            f"it takes {sorted(self.params)}")
+        self.values = {k: p.coerce(k, values.get(k, p.default)) for k, p in self.params.items()}
+
+    def __getattr__(self, item: str) -> Any:
+        values = self.__dict__.get("values", {})
+        if item in values:
+            return values[item]
+        raise AttributeError(item)
+
+    @abstractmethod
+    def execute(self, ctx: RunContext) -> dict[str, Any]: ...
+
+    def summary(self, results: dict[str, Any]) -> str:
+        return ", ".join(f"{k}={v}" for k, v in results.items() if not isinstance(v, dict | list))
+
+
+class RunEngine:
+    def __init__(self, lab: Lab, progress: ProgressCallback | None = None):
+        self.lab = lab
+        self.progress = progress
+        self.abort_event = threading.Event()
+
+    def abort(self) -> None:
+        self.abort_event.set()
+
+    def new_run_path(self, name: str) -> Path:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = self.lab.data_dir / "runs"
+        path = base / f"{stamp}-{name}.h5"
+        i = 1
+        while path.exists():
+            path = base / f"{stamp}-{name}-{i}.h5"
+            i += 1
+        return path
+
+    def run(self, procedure: Procedure, path: Path | None = None, record: bool = True,
+            runfile: RunFile | None = None) -> dict[str, Any]:
+        """Run ``procedure``; results include ``run_file`` when recorded. Raises on abort or fault."""
+        self.abort_event.clear()
+        own_file = runfile is None and record
+        if own_file:
+            path = path or self.new_run_path(procedure.name)
+            runfile = RunFile(path, taggers=self.lab.names("tagger"), procedure=procedure.name,
+                              parameters=procedure.values, config_text=self.lab.loaded.text,
+                              config_path=self.lab.loaded.path)
+        ctx = RunContext(self.lab, runfile, self.progress, self.abort_event)
+        ok = False
+        try:
+            ctx.record_settings()
+            results = procedure.execute(ctx)
+            if runfile is not None:
+                runfile.add_result(procedure.name, results)
+                ctx.record_settings()
+                results = {**results, "run_file": str(runfile.path)}
+            ok = True
+            if self.progress:
+                self.progress(1.0, f"{procedure.name} done")
+            return results
+        except BaseException as exc:
+            # Fault or abort: light off first, then record why.
+            self.lab.lasers_off()
+            log.error("%s stopped: %s", procedure.name, exc)
+            if runfile is not None and not runfile.closed:
+                try:
+                    runfile.add_result("error", {"procedure": procedure.name, "error": str(exc),
+                                                 "type": type(exc).__name__})
+                except Exception:  # noqa: BLE001 - closing the file matters more
+                    log.exception("could not record the error in the run file")
+            raise
+        finally:
+            if own_file and runfile is not None:
+                if ok:
+                    runfile.finish()
+                else:
+                    runfile.close()

@@ -1,0 +1,115 @@
+"""`qlab sim serve`: expose a simulated device on a pseudo-terminal or a loopback TCP port.
+
+Any program (a terminal, the vendor's software, another library) can then talk to the simulator as if
+it were hardware. The device is coupled to a simulated lab built from the given config, in real time.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import sys
+import threading
+import time
+import tty
+from typing import Any
+
+from qlab.errors import QlabError
+
+
+def _device(model: str, config: str | None, name: str | None) -> tuple[Any, Any]:
+    from qlab.config import load_config
+    from qlab.instruments.registry import SIM_MODELS
+    from qlab.sim.model import SimLab
+    from qlab.sim.registry import simulator_class
+
+    sim_cls = simulator_class(model)
+    loaded = load_config(config)
+    lab = SimLab(loaded, realtime=True)
+    candidates = [n for n, i in loaded.config.instruments.items()
+                  if i.driver == SIM_MODELS[model].driver_id and (name is None or n == name)]
+    if candidates:
+        inst = candidates[0]
+        options = {"axes": {k: a.model_dump() for k, a in loaded.config.instruments[inst].axes.items()}}
+        dev = sim_cls(lab, inst, options)
+    else:
+        dev = sim_cls(None, model, {})
+    lab.device_sims[getattr(dev, "name", model)] = dev
+    return dev, lab
+
+
+def _pump(dev: Any, read_fn, write_fn, stop: threading.Event) -> None:
+    while not stop.is_set():
+        data = read_fn()
+        if data is None:
+            return
+        if data:
+            dev.receive(data)
+        out = dev.read_due()
+        if out:
+            write_fn(out)
+
+
+def serve(model: str, config: str | None = None, pty: bool = False, tcp_port: int | None = None,
+          name: str | None = None, ready: threading.Event | None = None,
+          stop: threading.Event | None = None) -> int:
+    dev, lab = _device(model, config, name)
+    stop = stop or threading.Event()
+    if pty:
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        path = os.ttyname(slave)
+        print(path, flush=True)
+        print(f"simulated {model} on {path}; Ctrl-C to stop", file=sys.stderr)
+        if ready:
+            ready.set()
+
+        def read_pty() -> bytes:
+            r, _, _ = select.select([master], [], [], 0.005)
+            return os.read(master, 4096) if r else b""
+
+        try:
+            _pump(dev, read_pty, lambda b: os.write(master, b), stop)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            os.close(master)
+            os.close(slave)
+        return 0
+    if tcp_port is None:
+        raise QlabError("give --pty or --tcp PORT")
+    srv = socket.create_server(("127.0.0.1", tcp_port))
+    srv.settimeout(0.2)
+    print(f"127.0.0.1:{srv.getsockname()[1]}", flush=True)
+    print(f"simulated {model} on tcp 127.0.0.1:{srv.getsockname()[1]}; Ctrl-C to stop", file=sys.stderr)
+    if ready:
+        ready.set()
+    try:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(0.005)
+
+            def read_sock(c=conn) -> bytes | None:
+                try:
+                    data = c.recv(4096)
+                except TimeoutError:
+                    return b""
+                except OSError:
+                    return None
+                return data if data else None
+
+            with conn:
+                banner = getattr(dev, "banner", None)
+                if banner:
+                    conn.sendall(banner())
+                _pump(dev, read_sock, conn.sendall, stop)
+            time.sleep(0.01)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.close()
+    return 0

@@ -1,0 +1,172 @@
+"""HDF5 run files: raw tags in the Photon-HDF5 layout plus qlab's settings log and results.
+
+Layout::
+
+    /                          attrs format_name="Photon-HDF5", format_version="0.5"
+    /photon_data               (one tagger) or /photon_data0, /photon_data1 (one per tagger)
+        timestamps             int64 ticks, bitshuffle+LZ4 (hdf5plugin), chunked, appendable
+        detectors              int16 input channel of each tag
+        timestamps_specs/timestamps_unit = 1e-12
+    /identity, /setup, /provenance   Photon-HDF5 descriptive groups
+    /user/qlab
+        metadata               attrs: procedure, parameters (JSON), start_time, software_version,
+                               config_text, config_path, taggers (JSON)
+        settings_log           JSON lines: {"time", "instrument", "settings": {name: {value, unit}}}
+        results_log            JSON lines: {"time", "name", "data"}
+        gaps_<i>               (N, 2) int64 ps intervals lost to overflow, per tagger
+        status                 int8 [complete]; set to 1 only on a clean finish
+
+The file is opened in SWMR (single-writer/multi-reader) mode after creation; every append is
+followed by a flush, so a reader (the GUI, ``qlab info``) sees data while the run goes on, and a
+killed writer leaves a file holding every chunk flushed before the kill. Reading needs h5py plus
+``import hdf5plugin`` (which registers the bitshuffle filter).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import h5py
+import hdf5plugin
+import numpy as np
+
+from qlab import __version__
+from qlab.instruments.tagger import TagChunk
+
+CHUNK_TAGS = 1 << 16
+_STR = h5py.string_dtype("utf-8")
+
+
+def _compression() -> dict[str, Any]:
+    return dict(hdf5plugin.Bitshuffle(cname="lz4"))
+
+
+def photon_group_name(index: int, n_taggers: int) -> str:
+    return "photon_data" if n_taggers == 1 else f"photon_data{index}"
+
+
+class RunFile:
+    """Writer of one run. Use as a context manager; ``finish()`` marks it complete."""
+
+    def __init__(self, path: str | Path, *, taggers: list[str], procedure: str = "",
+                 parameters: dict[str, Any] | None = None, config_text: str = "", config_path: str = "",
+                 description: str = ""):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.taggers = list(taggers)
+        self.f = h5py.File(self.path, "w", libver="latest")
+        f = self.f
+        f.attrs["format_name"] = "Photon-HDF5"
+        f.attrs["format_version"] = "0.5"
+        f.attrs["format_url"] = "http://photon-hdf5.org"
+        f["description"] = description or f"qlab run: {procedure}"
+        f["acquisition_duration"] = np.float64(0.0)
+        ident = f.create_group("identity")
+        ident["software"] = "qlab"
+        ident["software_version"] = __version__
+        ident["creation_time"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        ident["filename"] = self.path.name
+        setup = f.create_group("setup")
+        setup["num_pixels"] = np.int64(0)
+        setup["num_spots"] = np.int64(1)
+        setup["num_spectral_ch"] = np.int64(1)
+        setup["num_polarization_ch"] = np.int64(2)
+        setup["num_split_ch"] = np.int64(2)
+        setup["modulated_excitation"] = False
+        setup["lifetime"] = False
+        setup["excitation_alternated"] = np.array([False])
+        f.create_group("provenance")
+        self._ts: list[h5py.Dataset] = []
+        self._det: list[h5py.Dataset] = []
+        self._gaps: list[h5py.Dataset] = []
+        comp = _compression()
+        for i, _name in enumerate(self.taggers):
+            g = f.create_group(photon_group_name(i, len(self.taggers)))
+            self._ts.append(g.create_dataset("timestamps", shape=(0,), maxshape=(None,), dtype=np.int64,
+                                             chunks=(CHUNK_TAGS,), **comp))
+            self._det.append(g.create_dataset("detectors", shape=(0,), maxshape=(None,), dtype=np.int16,
+                                              chunks=(CHUNK_TAGS,), **comp))
+            g.create_group("timestamps_specs")["timestamps_unit"] = np.float64(1e-12)
+        q = f.create_group("user").create_group("qlab")
+        meta = q.create_group("metadata")
+        meta.attrs["procedure"] = procedure
+        meta.attrs["parameters"] = json.dumps(parameters or {}, default=str)
+        meta.attrs["start_time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        meta.attrs["software_version"] = __version__
+        meta.attrs["config_text"] = config_text
+        meta.attrs["config_path"] = config_path
+        meta.attrs["taggers"] = json.dumps(self.taggers)
+        self._settings = q.create_dataset("settings_log", shape=(0,), maxshape=(None,), dtype=_STR,
+                                          chunks=(64,))
+        self._results = q.create_dataset("results_log", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(64,))
+        for i in range(len(self.taggers)):
+            self._gaps.append(q.create_dataset(f"gaps_{i}", shape=(0, 2), maxshape=(None, 2), dtype=np.int64,
+                                               chunks=(256, 2)))
+        self._status = q.create_dataset("status", data=np.zeros(1, np.int8))
+        self._duration = q.create_dataset("duration_s", data=np.zeros(len(self.taggers)))
+        f.swmr_mode = True
+        f.flush()
+        self.closed = False
+
+    # -- appends (each flushed, so readers and crash recovery see it) -----------------------------------
+    def append_tags(self, chunk: TagChunk, tagger: str | int = 0) -> None:
+        i = tagger if isinstance(tagger, int) else self.taggers.index(tagger)
+        n = len(chunk)
+        ts, det = self._ts[i], self._det[i]
+        if n:
+            old = ts.shape[0]
+            ts.resize((old + n,))
+            ts[old:] = chunk.timestamps
+            det.resize((old + n,))
+            det[old:] = chunk.channels
+        if len(chunk.gaps):
+            g = self._gaps[i]
+            old = g.shape[0]
+            g.resize((old + len(chunk.gaps), 2))
+            g[old:] = chunk.gaps
+        self._duration[i] = self._duration[i] + chunk.duration_s
+        self.f.flush()
+
+    def _append_json(self, ds: h5py.Dataset, record: dict[str, Any]) -> None:
+        old = ds.shape[0]
+        ds.resize((old + 1,))
+        ds[old] = json.dumps(record, default=_jsonable)
+        self.f.flush()
+
+    def log_settings(self, instrument: str, settings: dict[str, Any]) -> None:
+        self._append_json(self._settings, {"time": time.time(), "instrument": instrument, "settings": settings})
+
+    def add_result(self, name: str, data: dict[str, Any]) -> None:
+        self._append_json(self._results, {"time": time.time(), "name": name, "data": data})
+
+    def finish(self) -> None:
+        """Mark the run complete (only on a clean finish) and close."""
+        self._status[0] = 1
+        self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.f.flush()
+            self.f.close()
+            self.closed = True
+
+    def __enter__(self) -> RunFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, complex):
+        return [o.real, o.imag]
+    return str(o)

@@ -1,0 +1,163 @@
+"""Numba kernels of the coincidence core.
+
+All kernels walk the raw, time-ordered stream once. Per-channel delays are applied on the fly: for a tag
+j, earlier tags i within ``scan_ps`` of raw time are examined (scan = window/2 + accidental offset +
+delay spread), and the delay-corrected difference decides. Because the walk follows raw order, delays
+never require re-sorting, and a tail of the previous chunk makes the result independent of chunking.
+Channel numbers map to dense indices through ``lut`` (index ``channel + LUT_OFFSET``; -1 = ignored).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+LUT_OFFSET = 256
+LUT_SIZE = 512
+
+
+@nb.njit(cache=True, inline="always")
+def _pair(ci, cj, d, half, acc_off, coinc, acc):
+    # d = t'_j - t'_i (delay-corrected). Orient to (a, b) with a <= b: d_ab = t'_b - t'_a.
+    if ci <= cj:
+        a, b, dab = ci, cj, d
+    else:
+        a, b, dab = cj, ci, -d
+    if -half <= dab <= half:
+        coinc[a, b] += 1
+    if acc_off != 0 and -half <= dab - acc_off <= half:
+        acc[a, b] += 1
+
+
+@nb.njit(cache=True)
+def count_chunk(tail_t, tail_c, t, c, lut, delay, half, acc_off, scan, singles, coinc, acc):
+    """Add singles, coincidences and off-peak (accidental) coincidences of chunk (t, c) to the counters.
+
+    Pairs formed with the tail (end of the previous chunk) are included; pairs inside the tail are not.
+    Two passes: singles in a tight loop, then a pair search only where the previous raw tag lies within
+    ``scan`` (a few per cent of tags at realistic rates), which keeps the common path branch-light.
+    """
+    n = t.size
+    nt = tail_t.size
+    for j in range(n):
+        ci = lut[c[j] + LUT_OFFSET]
+        if ci >= 0:
+            singles[ci] += 1
+    prev = tail_t[nt - 1] if nt > 0 else np.int64(-(2**62))
+    for j in range(n):
+        tj = t[j]
+        if tj - prev > scan:
+            prev = tj
+            continue
+        prev = tj
+        cj = lut[c[j] + LUT_OFFSET]
+        if cj < 0:
+            continue
+        tcj = tj - delay[cj]
+        i = j - 1
+        while i >= 0 and tj - t[i] <= scan:
+            ci = lut[c[i] + LUT_OFFSET]
+            if ci >= 0:
+                _pair(ci, cj, tcj - (t[i] - delay[ci]), half, acc_off, coinc, acc)
+            i -= 1
+        if i < 0:
+            k = nt - 1
+            while k >= 0 and tj - tail_t[k] <= scan:
+                ci = lut[tail_c[k] + LUT_OFFSET]
+                if ci >= 0:
+                    _pair(ci, cj, tcj - (tail_t[k] - delay[ci]), half, acc_off, coinc, acc)
+                k -= 1
+
+
+@nb.njit(cache=True)
+def coincidence_events(tail_t, tail_c, t, c, lut, delay, half, scan, out_t, out_a, out_b):
+    """Write every coincident pair of chunk (t, c) (and with the tail) as (time of the earlier corrected
+    tag, dense index a, dense index b) with a <= b. Returns the number written, or -1 if out is too small."""
+    n = t.size
+    nt = tail_t.size
+    m = 0
+    cap = out_t.size
+    for j in range(n):
+        cj = lut[c[j] + LUT_OFFSET]
+        if cj < 0:
+            continue
+        tj = t[j]
+        tcj = tj - delay[cj]
+        i = j - 1
+        from_tail = False
+        k = nt - 1
+        while True:
+            if i >= 0:
+                ti, chi = t[i], c[i]
+            elif k >= 0:
+                from_tail = True
+                ti, chi = tail_t[k], tail_c[k]
+            else:
+                break
+            if tj - ti > scan:
+                break
+            ci = lut[chi + LUT_OFFSET]
+            if ci >= 0:
+                tci = ti - delay[ci]
+                d = tcj - tci
+                if -half <= d <= half:
+                    if m >= cap:
+                        return -1
+                    if ci <= cj:
+                        out_a[m], out_b[m] = ci, cj
+                    else:
+                        out_a[m], out_b[m] = cj, ci
+                    out_t[m] = min(tci, tcj)
+                    m += 1
+            if from_tail:
+                k -= 1
+            else:
+                i -= 1
+    return m
+
+
+@nb.njit(cache=True)
+def cross_histogram(t, c, lut, ref, delay, lo, bin_ps, nbins, scan, hist):
+    """hist[k, b] += number of pairs with (t'_k - t'_ref) in bin b, bins starting at ``lo`` ps.
+
+    ``ref`` is a dense index; k runs over all dense indices (the ref row collects nothing useful).
+    """
+    n = t.size
+    for j in range(n):
+        cj = lut[c[j] + LUT_OFFSET]
+        if cj < 0:
+            continue
+        tj = t[j]
+        i = j - 1
+        while i >= 0 and tj - t[i] <= scan:
+            ci = lut[c[i] + LUT_OFFSET]
+            if ci >= 0 and (ci == ref) != (cj == ref):
+                if cj == ref:  # earlier tag i is the other channel: diff = t'_i - t'_ref
+                    k = ci
+                    diff = (t[i] - delay[ci]) - (tj - delay[cj])
+                else:
+                    k = cj
+                    diff = (tj - delay[cj]) - (t[i] - delay[ci])
+                b = (diff - lo) // bin_ps
+                if 0 <= b < nbins:
+                    hist[k, b] += 1
+            i -= 1
+
+
+@nb.njit(cache=True)
+def start_stop_histogram(t, c, lut, a, b, delay, lo, bin_ps, nbins, hist):
+    """Start-stop histogram: for each start on a, the first later stop on b (delay-corrected)."""
+    n = t.size
+    last_start = np.int64(-(2**62))
+    have = False
+    for j in range(n):
+        cj = lut[c[j] + LUT_OFFSET]
+        if cj == a:
+            last_start = t[j] - delay[a]
+            have = True
+        elif cj == b and have:
+            diff = (t[j] - delay[b]) - last_start
+            k = (diff - lo) // bin_ps
+            if 0 <= k < nbins:
+                hist[k] += 1
+            have = False
