@@ -18,13 +18,16 @@ from qlab.errors import FileFormatError
 from qlab.instruments.tagger import TagChunk
 
 T2_WRAP = 1 << 25
-REC_HYDRAHARP2_T2 = 0x01010204
-REC_MULTIHARP_T2 = 0x01010304  # MultiHarp T2 (same encoding as HydraHarp v2)
-REC_HYDRAHARP1_T2 = 0x00010204  # one overflow per overflow record
+# PicoQuant record-type codes (TTResultFormat_TTTRRecType) of T2 files.
 REC_PICOHARP_T2 = 0x00010203
+REC_HYDRAHARP1_T2 = 0x00010204  # HydraHarp v1: one overflow per overflow record
+REC_HYDRAHARP2_T2 = 0x01010204
+REC_TIMEHARP260N_T2 = 0x00010205
 REC_TIMEHARP260P_T2 = 0x00010206
-T2_TYPES = {REC_HYDRAHARP2_T2, REC_MULTIHARP_T2, REC_HYDRAHARP1_T2, REC_PICOHARP_T2, REC_TIMEHARP260P_T2,
-            0x00010205, 0x01010205, 0x00010207}
+REC_MULTIHARP_T2 = 0x00010207  # same encoding as HydraHarp v2
+REC_GENERIC_T2 = 0x00010208  # PicoHarp 330, MultiHarp 160
+T2_TYPES = {REC_PICOHARP_T2, REC_HYDRAHARP1_T2, REC_HYDRAHARP2_T2, REC_TIMEHARP260N_T2, REC_TIMEHARP260P_T2,
+            REC_MULTIHARP_T2, REC_GENERIC_T2}
 
 # PTU tag type codes
 _TY_INT8 = 0x10000008

@@ -18,14 +18,16 @@ from qlab.instruments.tagger import TagChunk
 class RunReader:
     """Open a run file for reading; safe while the writer is still recording (SWMR)."""
 
-    def __init__(self, path: str | Path, live: bool = True):
+    def __init__(self, path: str | Path, live: bool = True):  # noqa: ARG002 - kept for callers' clarity
         self.path = Path(path)
+        # SWMR read works for files being written, files left by a killed writer (whose superblock still
+        # says "open for write") and finished files alike; plain mode covers non-SWMR HDF5 files.
         try:
-            self.f = h5py.File(self.path, "r", libver="latest", swmr=live)
-        except OSError as exc:
+            self.f = h5py.File(self.path, "r", swmr=True)
+        except Exception:  # noqa: BLE001 - h5py raises OSError, RuntimeError, ... for bad files
             try:
                 self.f = h5py.File(self.path, "r")
-            except OSError:
+            except Exception as exc:  # noqa: BLE001
                 raise FileFormatError(str(path), f"not a readable HDF5 file ({exc})") from None
         if self.f.attrs.get("format_name") not in ("Photon-HDF5", b"Photon-HDF5"):
             self.f.close()

@@ -39,6 +39,46 @@ from qlab.instruments.tagger import TagChunk
 CHUNK_TAGS = 1 << 16
 _STR = h5py.string_dtype("utf-8")
 
+# Node descriptions required verbatim by the Photon-HDF5 specification (its validators compare TITLEs).
+SPEC_TITLES = {
+    "/": "A file format for photon-counting detector based single-molecule spectroscopy experiments.",
+    "/description": "A user-defined comment describing the data file.",
+    "/acquisition_duration": "Measurement duration in seconds.",
+    "/identity": "Information about the Photon-HDF5 data file.",
+    "/identity/software": "Name of the software used to create the current Photon-HDF5 file.",
+    "/identity/software_version": "Version of the software used to create current the Photon-HDF5 file.",
+    "/identity/creation_time": "Creation time of the current Photon-HDF5 file.",
+    "/identity/format_name": "Name of the file format.",
+    "/identity/format_version": "Version for the Photon-HDF5 format.",
+    "/identity/format_url": "Official URL for the Photon-HDF5 format.",
+    "/identity/filename": "Original file name of the current Photon-HDF5 file (i.e. file name at creation time).",
+    "/setup": "Information about the experimental setup.",
+    "/setup/num_pixels": "Total number of detector pixels.",
+    "/setup/num_spots": 'Number of excitation (or detection) "spots" in the sample.',
+    "/setup/num_spectral_ch": "Number of distinct spectral bands which are acquired.",
+    "/setup/num_polarization_ch": "Number of distinct polarization states which are acquired.",
+    "/setup/num_split_ch": "Number of distinct detection channels detecting the same spectral band and "
+                           "polarization. This value is > 1 when using a non-polarizing beam splitter.",
+    "/setup/modulated_excitation": "True (i.e. 1) if there is any form of excitation modulation of excitation "
+                                   "wavelength (as in us-ALEX or PAX) or polarization. This field is also True for "
+                                   "pulse-interleaved excitation (PIE) or ns-ALEX measurements.",
+    "/setup/lifetime": "True (i.e. 1) if the measurement includes a nanotimes array of photon arrival times with "
+                       "respect to a laser pulse (as in TCSPC measurements).",
+    "/setup/excitation_alternated": "New in version 0.5. Indicates whether each excitation source is alternated "
+                                    "(True, or 1) or not alternated (False, or 0).",
+    "/provenance": "Information about the original data file.",
+    "photon_data": "Group containing arrays of photon-data.",
+    "photon_data/timestamps": "Array of photon timestamps. Units specified in timestamps_units (defined in "
+                              "timestamps_specs/).",
+    "photon_data/detectors": "Array of pixel IDs for each timestamp.",
+    "photon_data/timestamps_specs": "Specifications for timestamps.",
+    "photon_data/timestamps_specs/timestamps_unit": "Value of 1-unit timestamp-increment in seconds.",
+}
+
+
+def _title(node: h5py.Group | h5py.Dataset, key: str) -> None:
+    node.attrs["TITLE"] = np.bytes_(SPEC_TITLES[key])
+
 
 def _compression() -> dict[str, Any]:
     return dict(hdf5plugin.Bitshuffle(cname="lz4"))
@@ -57,18 +97,23 @@ class RunFile:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.taggers = list(taggers)
-        self.f = h5py.File(self.path, "w", libver="latest")
+        # v1.10 format: needed for SWMR, and readable by every HDF5 >= 1.10 (PyTables-based tools too).
+        self.f = h5py.File(self.path, "w", libver=("v110", "v110"))
         f = self.f
         f.attrs["format_name"] = "Photon-HDF5"
         f.attrs["format_version"] = "0.5"
         f.attrs["format_url"] = "http://photon-hdf5.org"
-        f["description"] = description or f"qlab run: {procedure}"
+        # Fixed-length strings: PyTables-based Photon-HDF5 tools (phconvert) cannot read variable-length ones.
+        f["description"] = np.bytes_(description or f"qlab run: {procedure}")
         f["acquisition_duration"] = np.float64(0.0)
         ident = f.create_group("identity")
-        ident["software"] = "qlab"
-        ident["software_version"] = __version__
-        ident["creation_time"] = time.strftime("%Y-%m-%d %H:%M:%S")
-        ident["filename"] = self.path.name
+        ident["software"] = np.bytes_("qlab")
+        ident["software_version"] = np.bytes_(__version__)
+        ident["creation_time"] = np.bytes_(time.strftime("%Y-%m-%d %H:%M:%S"))
+        ident["filename"] = np.bytes_(self.path.name)
+        ident["format_name"] = np.bytes_("Photon-HDF5")
+        ident["format_version"] = np.bytes_("0.5")
+        ident["format_url"] = np.bytes_("http://photon-hdf5.org")
         setup = f.create_group("setup")
         setup["num_pixels"] = np.int64(0)
         setup["num_spots"] = np.int64(1)
@@ -79,6 +124,8 @@ class RunFile:
         setup["lifetime"] = False
         setup["excitation_alternated"] = np.array([False])
         f.create_group("provenance")
+        for key in [k for k in SPEC_TITLES if k.startswith("/")]:
+            _title(f[key], key)
         self._ts: list[h5py.Dataset] = []
         self._det: list[h5py.Dataset] = []
         self._gaps: list[h5py.Dataset] = []
@@ -90,6 +137,8 @@ class RunFile:
             self._det.append(g.create_dataset("detectors", shape=(0,), maxshape=(None,), dtype=np.int16,
                                               chunks=(CHUNK_TAGS,), **comp))
             g.create_group("timestamps_specs")["timestamps_unit"] = np.float64(1e-12)
+            for key in [k for k in SPEC_TITLES if k.startswith("photon_data")]:
+                _title(g[key.removeprefix("photon_data").lstrip("/")] if key != "photon_data" else g, key)
         q = f.create_group("user").create_group("qlab")
         meta = q.create_group("metadata")
         meta.attrs["procedure"] = procedure
