@@ -21,3 +21,19 @@ def no_afterpulses(cfg: dict[str, Any]) -> None:
     for inst in cfg["instruments"].values():
         if inst["driver"] == "excelitas.spcm":
             inst.setdefault("sim", {})["afterpulse_probability"] = 0.0
+
+
+BOB_OFFSET_PS = 123_456_789_012  # 0.123 s: inside the ±0.5 s search range
+BOB_DRIFT_PPM = 0.8
+
+
+def two_taggers(cfg: dict[str, Any]) -> None:
+    """Bob's detectors on his own tagger, whose clock is offset and drifts; cable delays zeroed so the
+    recovered offset is the clock offset alone."""
+    cfg["instruments"]["tagger_bob"] = {
+        "driver": "swabian.timetagger", "backend": "sim",
+        "sim": {"serial": "BOB0001", "clock_offset_ps": BOB_OFFSET_PS, "drift_ppm": BOB_DRIFT_PPM}}
+    for i, k in enumerate("HVDA"):
+        cfg["instruments"][f"bob_{k}"]["channel"] = {"tagger": "tagger_bob", "input": i + 1, "role": f"bob.{k}"}
+        cfg["instruments"][f"bob_{k}"]["sim"]["cable_delay_ps"] = 0
+        cfg["instruments"][f"alice_{k}"]["sim"]["cable_delay_ps"] = 0
