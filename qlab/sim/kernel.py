@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from qlab.sim.rng import exponential, normal, uniform
+from qlab.sim.rng import EXP_TABLE, exponential, exponential_fast, normal, uniform
 
 
 def alias_table(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +75,7 @@ def generate_clicks(state, table, t_start, t_stop, rate_per_ps, alias_q, alias_j
         ap_min = min(ap_min, ap_pending[d])
     inv_rate = 1.0 / rate_per_ps if rate_per_ps > 0.0 else np.inf
     while n < cap:
-        t_next = t + exponential(state) * inv_rate
+        t_next = t + exponential_fast(state, EXP_TABLE) * inv_rate
         while ap_min < t_next and ap_min < t_stop and n < cap:
             dmin = 0
             for d in range(ndet):
@@ -95,8 +95,8 @@ def generate_clicks(state, table, t_start, t_stop, rate_per_ps, alias_q, alias_j
         t = t_next
         x = uniform(state) * ncat
         c = min(np.int64(x), ncat - 1)
-        if x - c >= alias_q[c]:
-            c = alias_j[c]
+        # Branch-free alias choice: the comparison is a coin flip the CPU cannot predict.
+        c += (alias_j[c] - c) * np.int64(x - c >= alias_q[c])
         for side in range(2):
             d = cat_a[c] if side == 0 else cat_b[c]
             if d < 0:

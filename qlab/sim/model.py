@@ -340,7 +340,11 @@ class SimLab:
             self._gen_true_ps = max(self._gen_true_ps, target)
 
     def _generate_until(self, true_ps: int) -> None:
-        batch_ps = int(self.batch_s * 1e12)
+        # ~200k events per batch keeps the per-batch Python overhead negligible; 10–100 ms keeps overflow
+        # detection and fibre drift fine-grained.
+        rate_hz = self._tables()[0] * 1e12
+        batch_s = min(10 * self.batch_s, max(self.batch_s, 2e5 / rate_hz if rate_hz > 0 else 10 * self.batch_s))
+        batch_ps = int(batch_s * 1e12)
         while self._gen_true_ps < true_ps:
             t0 = self._gen_true_ps
             t1 = min(true_ps, t0 + batch_ps)
@@ -361,16 +365,15 @@ class SimLab:
         parts_t, parts_ch, parts_k = [], [], []
         t_from = 0.0
         while True:
-            out_t = np.empty(cap, np.int64)
-            out_ch = np.empty(cap, np.int16)
-            out_k = np.empty(cap, np.int64)
+            out_t, out_ch, out_k = self._buffers(cap)
             n, t_reached = generate_clicks(
                 self._state, NORMAL_TABLE, t_from, float(t1 - t0), rate, alias[0], alias[1], cat_a, cat_b,
                 self._last_click, self._ap_pending, dead, ap_p, ap_mean, jitter, shift, tagger_of, scale, tag_base,
                 res, inputs, out_t, out_ch, out_k)
-            parts_t.append(out_t[:n])
-            parts_ch.append(out_ch[:n])
-            parts_k.append(out_k[:n])
+            parts_t.append(out_t[:n].copy())
+            parts_ch.append(out_ch[:n].copy())
+            if len(self.taggers) > 1:
+                parts_k.append(out_k[:n].copy())
             if t_reached >= t1 - t0:
                 break
             t_from = t_reached
@@ -378,7 +381,7 @@ class SimLab:
         self._ap_pending -= t1 - t0
         all_t = np.concatenate(parts_t) if len(parts_t) > 1 else parts_t[0]
         all_ch = np.concatenate(parts_ch) if len(parts_ch) > 1 else parts_ch[0]
-        all_k = np.concatenate(parts_k) if len(parts_k) > 1 else parts_k[0]
+        all_k = np.concatenate(parts_k) if len(parts_k) > 1 else (parts_k[0] if parts_k else None)
         for k, tg in enumerate(taggers):
             if not tg.streaming:
                 continue
@@ -394,6 +397,14 @@ class SimLab:
                 continue
             tg.pend_t.append(tt)
             tg.pend_ch.append(cc)
+
+    def _buffers(self, cap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Reused kernel output buffers: fresh arrays would cost a page fault per 4 KiB on every batch."""
+        buf = getattr(self, "_buf", None)
+        if buf is None or buf[0].size < cap:
+            buf = (np.empty(cap, np.int64), np.empty(cap, np.int16), np.empty(cap, np.uint8))
+            self._buf = buf
+        return buf
 
     # -- tagger side -----------------------------------------------------------------------------------------
     def start_stream(self, tagger: str) -> None:
@@ -430,10 +441,8 @@ class SimLab:
             else:
                 insertion_sort_pairs(tt, cc)
             cut = int(np.searchsorted(tt, t_stop, side="left"))
-            out_t, out_ch = tt[:cut], cc[:cut]
-            keep = out_t >= tg.t_read_ps  # tags before the stream (re)started are not handed out
-            if not keep.all():
-                out_t, out_ch = out_t[keep], out_ch[keep]
+            first = int(np.searchsorted(tt[:cut], tg.t_read_ps, side="left"))  # drop tags from before (re)start
+            out_t, out_ch = tt[first:cut], cc[first:cut]
             tg.pend_t, tg.pend_ch = [tt[cut:]], [cc[cut:]]
             gaps = np.array([g for g in tg.gaps if g[0] < t_stop], np.int64).reshape(-1, 2)
             tg.gaps = [g for g in tg.gaps if g[0] >= t_stop]
