@@ -37,3 +37,13 @@ def two_taggers(cfg: dict[str, Any]) -> None:
         cfg["instruments"][f"bob_{k}"]["channel"] = {"tagger": "tagger_bob", "input": i + 1, "role": f"bob.{k}"}
         cfg["instruments"][f"bob_{k}"]["sim"]["cable_delay_ps"] = 0
         cfg["instruments"][f"alice_{k}"]["sim"]["cable_delay_ps"] = 0
+
+
+CABLE_PS = {1: 0, 2: 1200, 3: 2500, 4: 3700, 5: 15200, 6: 16100, 7: 17400, 8: 18900}
+
+
+def calibrated_delays(cfg: dict[str, Any]) -> None:
+    """Tagger input delays that cancel the default lab's cable delays (what `qlab run delays` finds)."""
+    latest = max(CABLE_PS.values())
+    cfg["instruments"]["tagger"].setdefault("settings", {})["delays_ps"] = {
+        ch: latest - d for ch, d in CABLE_PS.items()}

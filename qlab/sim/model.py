@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from qlab import optics
 from qlab.config.loader import LoadedConfig
 from qlab.config.schema import DetectorSim, LaserSim, TaggerSim
 from qlab.instruments.tagger import TagChunk
-from qlab.sim import optics
 from qlab.sim.clock import SimClock
 from qlab.sim.kernel import alias_table, generate_clicks, insertion_sort_pairs
 from qlab.sim.rng import NORMAL_TABLE, seed_state

@@ -89,3 +89,42 @@ def port_povm(layout: str) -> dict[str, np.ndarray]:
     if layout == "chsh":
         return {"H": projector(H), "V": projector(V)}
     return {k: 0.5 * projector(KETS[k]) for k in ("H", "V", "D", "A")}
+
+
+def plate_stack(angles_deg: list[float], retardances: list[float]) -> np.ndarray:
+    """Jones matrix of wave plates traversed in list order (fast axes at ``angles_deg``)."""
+    u = np.eye(2, dtype=complex)
+    for ang, ret in zip(angles_deg, retardances, strict=True):
+        u = retarder(ret, np.radians(ang)) @ u
+    return u
+
+
+def angles_for_unitary(target: np.ndarray, retardances: list[float], starts: int = 12,
+                       seed: int = 0) -> tuple[list[float], float]:
+    """Plate angles (degrees) whose stack equals ``target`` up to a global phase; returns (angles, infidelity).
+
+    QWP-HWP-QWP reaches every SU(2); the search is a least-squares fit from several starting points.
+    """
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(seed)
+
+    def cost(x: np.ndarray) -> float:
+        return 1.0 - abs(np.trace(plate_stack(list(x), retardances).conj().T @ target)) / 2.0
+
+    best_x, best_c = None, np.inf
+    for _ in range(starts):
+        res = minimize(cost, rng.uniform(0, 180, len(retardances)), method="Nelder-Mead",
+                       options={"xatol": 1e-6, "fatol": 1e-12, "maxiter": 4000})
+        if res.fun < best_c:
+            best_x, best_c = res.x, res.fun
+        if best_c < 1e-10:
+            break
+    return [float(np.mod(a, 180.0)) for a in best_x], float(best_c)
+
+
+def unitary_to_h(ket: np.ndarray) -> np.ndarray:
+    """A unitary M with M|ket> = |H>, so a PBS after M transmits exactly the ket component."""
+    k = ket / np.linalg.norm(ket)
+    perp = np.array([-np.conj(k[1]), np.conj(k[0])])
+    return np.array([k.conj(), perp.conj()])
