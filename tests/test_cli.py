@@ -31,7 +31,7 @@ def one_json(out: subprocess.CompletedProcess) -> dict:
 
 def test_config_check(tmp_path: Path) -> None:
     out = qlab("config", "check", str(DEFAULT_CONFIG), "--json", data_dir=tmp_path)
-    assert one_json(out)["instruments"] == 13
+    assert one_json(out)["instruments"] == 14
     bad = tmp_path / "bad.yaml"
     bad.write_text(DEFAULT_CONFIG.read_text().replace("driver: thorlabs.ell14", "driver: thorlabs.ell99", 1))
     out = qlab("config", "check", str(bad), data_dir=tmp_path, check=False)

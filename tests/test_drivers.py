@@ -212,7 +212,8 @@ def test_sim_serve_pty_and_tcp(tmp_path) -> None:
 
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
-            th = threading.Thread(target=serve, args=("ell14",), kwargs=dict(pty=True, ready=ready, stop=stop))
+            th = threading.Thread(target=serve, args=("ell14",),
+                                  kwargs=dict(pty=True, ready=ready, stop=stop, name="alice_analyzer"))
             th.start()
             ready.wait(10)
         captured["path"] = buf.getvalue().strip()
