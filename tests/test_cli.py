@@ -37,7 +37,7 @@ def test_config_check(tmp_path: Path) -> None:
     out = qlab("config", "check", str(bad), data_dir=tmp_path, check=False)
     assert out.returncode == 2
     line = next(i for i, ln in enumerate(bad.read_text().splitlines(), 1) if "ell99" in ln)
-    assert f"bad.yaml:{line}: instruments.alice_analyzer.driver: unknown driver" in out.stderr
+    assert f"bad.yaml:{line}: instruments.alice_compensator.driver: unknown driver" in out.stderr
     assert out.stdout == ""
 
 
