@@ -186,7 +186,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
-    raise NotBuiltError("qlab gui lands with the GUI issue (#9); it is not built yet")
+    try:
+        from qlab.gui.app import main as gui_main
+    except ImportError as exc:
+        raise QlabError(f"the GUI needs PySide6 and pyqtgraph (pip install 'qlab[gui]'): {exc}") from None
+    return gui_main(args.config)
 
 
 # -- parser ----------------------------------------------------------------------------------------------------

@@ -158,10 +158,11 @@ class _SimTagger:
 
 
 class _SimBuffer:
-    def __init__(self, chunk: TagChunk, channels: set[int]):
+    def __init__(self, chunk: TagChunk, channels: set[int], all_inputs: set[int]):
         ts, ch = chunk.timestamps, chunk.channels.astype(np.int32)
-        keep = np.isin(ch, list(channels))
-        ts, ch = ts[keep], ch[keep]
+        if not channels >= all_inputs:  # filtering costs a pass over the data; skip it when nothing is excluded
+            keep = np.isin(ch, list(channels))
+            ts, ch = ts[keep], ch[keep]
         types = np.zeros(ts.size, np.uint8)
         if len(chunk.gaps):
             g = chunk.gaps
@@ -200,7 +201,7 @@ class _SimStream:
         self.tagger.lab.stop_stream(self.tagger.name)
 
     def getData(self) -> _SimBuffer:  # noqa: N802
-        return _SimBuffer(self.tagger.lab.read_tags(self.tagger.name), self.channels)
+        return _SimBuffer(self.tagger.lab.read_tags(self.tagger.name), self.channels, set(self.tagger.inputs))
 
 
 class SimulatedSDK:

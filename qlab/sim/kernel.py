@@ -34,7 +34,7 @@ def alias_table(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, alias
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _emit_afterpulse(d, t, state, table, last_click, ap_pending, dead_ps, ap_prob, ap_mean_ps, jitter_ps,
                      shift_ps, tagger_of, scale, tag_base, res_ps, input_of, out_t, out_ch, out_k, n):
     # Rare path (one afterpulse); kept out of line so the hot loop stays small.
@@ -56,7 +56,7 @@ def _emit_afterpulse(d, t, state, table, last_click, ap_pending, dead_ps, ap_pro
     return n + 1
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def generate_clicks(state, table, t_start, t_stop, rate_per_ps, alias_q, alias_j, cat_a, cat_b,
                     last_click, ap_pending, dead_ps, ap_prob, ap_mean_ps, jitter_ps, shift_ps,
                     tagger_of, scale, tag_base, res_ps, input_of, out_t, out_ch, out_k):
@@ -123,7 +123,7 @@ def generate_clicks(state, table, t_start, t_stop, rate_per_ps, alias_q, alias_j
     return n, t
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def insertion_sort_pairs(t, ch):
     """Sort (t, ch) by t in place; O(n + inversions), ideal for jitter-perturbed streams."""
     for i in range(1, t.size):

@@ -82,6 +82,7 @@ class SimLab:
     """Shared physical state plus the tag generator. Thread-safe: instrument workers call into it."""
 
     batch_s = 0.01
+    max_backlog_s = 0.1  # real-time mode: most data one read may be behind; older data overflow
 
     def __init__(self, loaded: LoadedConfig, realtime: bool | None = None, seed: int | None = None):
         cfg = loaded.config
@@ -428,6 +429,20 @@ class SimLab:
                 return TagChunk(np.zeros(0, np.int64), np.zeros(0, np.int16), t, t)
             now_true = int(self.clock.now() * 1e12)
             t_stop = tg.tagger_time(now_true)
+            if self.clock.realtime and now_true - self._gen_true_ps > self.max_backlog_s * 1e12:
+                # The reader fell behind real time: like a real tagger's full buffer, the excess is lost and
+                # reported as an overflow gap (excluded from exposure) instead of growing every next read.
+                skip_to = now_true - int(self.max_backlog_s * 1e12)
+                for other in self.taggers.values():
+                    if other.streaming:
+                        gap0 = other.tagger_time(self._gen_true_ps)
+                        other.pend_t = [t[t < gap0] for t in other.pend_t]
+                        other.pend_ch = [c[: t.size] for c, t in zip(other.pend_ch, other.pend_t, strict=True)]
+                        other.gaps.append((gap0, other.tagger_time(skip_to)))
+                        other.overflows += 1
+                self._gen_true_ps = skip_to
+                self._last_click[:] = -1e30
+                self._ap_pending[:] = np.inf
             _, _, _, _, _, _, _, jitter, shift, _, _ = self._tables()
             margin = int(100_000 + 8 * (jitter.max() if jitter.size else 0) + max(0.0, -shift.min(initial=0)))
             # Generate far enough that every tag with tagger time < t_stop exists already.

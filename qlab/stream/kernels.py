@@ -29,7 +29,7 @@ def _pair(ci, cj, d, half, acc_off, coinc, acc):
         acc[a, b] += 1
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def count_chunk(tail_t, tail_c, t, c, lut, delay, half, acc_off, scan, singles, coinc, acc):
     """Add singles, coincidences and off-peak (accidental) coincidences of chunk (t, c) to the counters.
 
@@ -69,7 +69,7 @@ def count_chunk(tail_t, tail_c, t, c, lut, delay, half, acc_off, scan, singles, 
                 k -= 1
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def coincidence_events(tail_t, tail_c, t, c, lut, delay, half, scan, out_t, out_a, out_b):
     """Write every coincident pair of chunk (t, c) (and with the tail) as (time of the earlier corrected
     tag, dense index a, dense index b) with a <= b. Returns the number written, or -1 if out is too small."""
@@ -116,7 +116,7 @@ def coincidence_events(tail_t, tail_c, t, c, lut, delay, half, scan, out_t, out_
     return m
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def cross_histogram(t, c, lut, ref, delay, lo, bin_ps, nbins, scan, hist):
     """hist[k, b] += number of pairs with (t'_k - t'_ref) in bin b, bins starting at ``lo`` ps.
 
@@ -144,7 +144,7 @@ def cross_histogram(t, c, lut, ref, delay, lo, bin_ps, nbins, scan, hist):
             i -= 1
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def start_stop_histogram(t, c, lut, a, b, delay, lo, bin_ps, nbins, hist):
     """Start-stop histogram: for each start on a, the first later stop on b (delay-corrected)."""
     n = t.size
@@ -163,7 +163,7 @@ def start_stop_histogram(t, c, lut, a, b, delay, lo, bin_ps, nbins, hist):
             have = False
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def pair_differences(ta, tb, lo, hi, out_t, out_d):
     """For sorted streams ta, tb: every pair with tb - ta in [lo, hi]; writes (ta, tb - ta).
 

@@ -1,0 +1,28 @@
+"""`qlab gui`: open the main window on the configured lab (the simulated lab in real time by default)."""
+
+from __future__ import annotations
+
+import sys
+
+from qlab.lab import Lab
+
+
+def main(config: str | None = None) -> int:
+    from PySide6.QtWidgets import QApplication
+    from qlab.gui.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setOrganizationName("qlab")
+    app.setApplicationName("qlab")
+    lab = Lab.from_config(config, realtime=True).open()
+    try:
+        win = MainWindow(lab)
+        win.resize(1400, 900)
+        win.show()
+        code = app.exec()
+        # Delete the window (and its plots) while Qt is alive: leaving it to interpreter shutdown crashes.
+        win.deleteLater()
+        app.processEvents()
+        return code
+    finally:
+        lab.close()

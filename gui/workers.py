@@ -1,0 +1,188 @@
+"""Background work of the GUI: live acquisition and procedure runs. Nothing here runs on the GUI thread.
+
+Results cross to the GUI thread only through Qt signals of ``Bridge`` (queued connections), so the
+window never waits on an instrument or a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import traceback
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+from qlab.gui.live import LiveAnalyzer, LiveFrame
+
+from qlab.lab import Lab
+from qlab.procedures import PROCEDURES
+from qlab.procedures.engine import RunEngine
+from qlab.storage.runfile import RunFile
+
+log = logging.getLogger(__name__)
+
+
+class Bridge(QObject):
+    frame = Signal(object)  # LiveFrame
+    message = Signal(str, str)  # level, text
+    fault = Signal(object)  # lab fault event dict
+    progress = Signal(float, str)
+    finished = Signal(str, object)  # procedure name, results (or None)
+    failed = Signal(str, str)  # procedure name, error text
+    recording = Signal(object)  # path or None
+    instrument_state = Signal(str, object)  # instrument name, dict of state
+
+
+class AcquisitionWorker:
+    """Reads the tagger, analyses, hands frames to the GUI. Pauses while a procedure uses the tagger."""
+
+    def __init__(self, lab: Lab, bridge: Bridge, poll_s: float = 0.05):
+        self.lab = lab
+        self.bridge = bridge
+        self.poll_s = poll_s
+        self.tagger = lab.names("tagger")[0]
+        roles = {r: ch for r, (tg, ch) in lab.roles().items() if tg == self.tagger}
+        a = lab.config.analysis
+        self.analyzer = LiveAnalyzer(roles, a.window_ps, a.accidentals_offset_ps)
+        self._stop = threading.Event()
+        self._pause = threading.Event()
+        self._idle = threading.Event()
+        self._lock = threading.Lock()
+        self._runfile: RunFile | None = None
+        self._commands: list = []
+        self.thread = threading.Thread(target=self._run, name="qlab-acquisition", daemon=True)
+        self.frames = 0
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(5)
+        self.stop_recording()
+
+    def pause(self) -> None:
+        """Stop reading the tagger (a procedure needs it); returns once the loop is idle."""
+        self._idle.clear()
+        self._pause.set()
+        self._idle.wait(5)
+
+    def resume(self) -> None:
+        self._pause.clear()
+
+    def command(self, fn) -> None:
+        """Run ``fn(analyzer)`` on the worker thread (mode changes, reset, histogram pair)."""
+        with self._lock:
+            self._commands.append(fn)
+
+    def start_recording(self, path) -> None:
+        with self._lock:
+            if self._runfile is None:
+                self._runfile = RunFile(path, taggers=[self.tagger], procedure="live",
+                                        config_text=self.lab.loaded.text, config_path=self.lab.loaded.path)
+                try:
+                    for name in self.lab.handles:
+                        self._runfile.log_settings(name, self.lab[name].call("snapshot", timeout=5))
+                except Exception as exc:  # noqa: BLE001 - recording goes on; the log says what is missing
+                    self.bridge.message.emit("warning", f"settings snapshot incomplete: {exc}")
+        self.bridge.recording.emit(str(path))
+
+    def stop_recording(self) -> None:
+        with self._lock:
+            rf, self._runfile = self._runfile, None
+        if rf is not None:
+            rf.finish()
+            self.bridge.recording.emit(None)
+            self.bridge.message.emit("info", f"recording finished: {rf.path}")
+
+    def _run(self) -> None:
+        handle = self.lab[self.tagger]
+        started = False
+        pending = None  # the next read, already running on the tagger's worker while we analyse
+        while not self._stop.is_set():
+            if self._pause.is_set():
+                if pending is not None:
+                    self._wait(pending)
+                    pending = None
+                started = False
+                self._idle.set()
+                time.sleep(0.02)
+                continue
+            try:
+                with self._lock:
+                    cmds, self._commands = self._commands, []
+                for fn in cmds:
+                    fn(self.analyzer)
+                if not started:
+                    handle.call("start_stream", timeout=10)
+                    handle.call("read_chunk", timeout=10)  # discard what accumulated while paused
+                    started = True
+                self.lab.sim.clock.sleep(self.poll_s) if self.lab.sim is not None else time.sleep(self.poll_s)
+                current = pending
+                pending = handle.submit("read_chunk")
+                if current is not None:
+                    self._analyse(current.result(timeout=10))
+            except Exception as exc:  # noqa: BLE001 - report and keep the window alive
+                pending = None
+                self.bridge.message.emit("error", f"acquisition: {exc}")
+                time.sleep(0.5)
+        if pending is not None:
+            self._wait(pending)
+
+    @staticmethod
+    def _wait(fut) -> None:
+        with contextlib.suppress(Exception):  # the stream is being stopped anyway
+            fut.result(timeout=10)
+
+    def _analyse(self, chunk) -> None:
+        with self._lock:
+            if self._runfile is not None:
+                self._runfile.append_tags(chunk)
+        frame: LiveFrame = self.analyzer.add(chunk)
+        frame.recording = str(self._runfile.path) if self._runfile is not None else None
+        self.frames += 1
+        self.bridge.frame.emit(frame)
+
+
+class ProcedureRunner:
+    """Runs one procedure at a time on its own thread through the run engine."""
+
+    def __init__(self, lab: Lab, bridge: Bridge, acquisition: AcquisitionWorker | None):
+        self.lab = lab
+        self.bridge = bridge
+        self.acquisition = acquisition
+        self.engine: RunEngine | None = None
+        self.thread: threading.Thread | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def start(self, name: str, params: dict[str, Any]) -> None:
+        if self.busy:
+            raise RuntimeError("a procedure is already running")
+        proc = PROCEDURES[name](**params)  # parameter errors surface here, on the caller's side
+        self.engine = RunEngine(self.lab, progress=lambda f, m: self.bridge.progress.emit(f, m))
+        self.thread = threading.Thread(target=self._run, args=(proc,), name=f"qlab-{name}", daemon=True)
+        self.thread.start()
+
+    def abort(self) -> None:
+        if self.engine is not None:
+            self.engine.abort()
+
+    def _run(self, proc) -> None:
+        if self.acquisition is not None:
+            self.acquisition.pause()
+        try:
+            self.bridge.message.emit("info", f"{proc.name}: started")
+            results = self.engine.run(proc)
+            self.bridge.message.emit("info", f"{proc.name}: {proc.summary(results)}")
+            self.bridge.finished.emit(proc.name, results)
+        except BaseException as exc:  # noqa: BLE001 - everything is reported in the window
+            log.debug("procedure failed: %s", traceback.format_exc())
+            self.bridge.failed.emit(proc.name, f"{type(exc).__name__}: {exc}")
+        finally:
+            if self.acquisition is not None:
+                self.acquisition.resume()
