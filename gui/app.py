@@ -7,7 +7,8 @@ import sys
 from qlab.lab import Lab
 
 
-def main(config: str | None = None) -> int:
+def main(config: str | None = None, quit_after_s: float | None = None) -> int:
+    from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
     from qlab.gui.main_window import MainWindow
 
@@ -19,6 +20,8 @@ def main(config: str | None = None) -> int:
         win = MainWindow(lab)
         win.resize(1400, 900)
         win.show()
+        if quit_after_s is not None:
+            QTimer.singleShot(int(quit_after_s * 1000), win.close)
         code = app.exec()
         # Delete the window (and its plots) while Qt is alive: leaving it to interpreter shutdown crashes.
         win.deleteLater()

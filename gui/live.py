@@ -102,8 +102,10 @@ class LiveAnalyzer:
         t = r.exposure_s if r.exposure_s > 0 else float("nan")
         rates = {role: r.single(ch) / t for role, ch in self.roles.items()}
         coinc, acc = {}, {}
-        alice = sorted(x for x in self.roles if x.startswith("alice"))
-        bob = sorted(x for x in self.roles if x.startswith("bob"))
+        port_order = {p: i for i, p in enumerate("HVDA")}
+        key = lambda role: port_order.get(role.split(".")[1], 9)  # noqa: E731
+        alice = sorted((x for x in self.roles if x.startswith("alice")), key=key)
+        bob = sorted((x for x in self.roles if x.startswith("bob")), key=key)
         for x in alice:
             for y in bob:
                 coinc[f"{x}|{y}"] = r.pair(self.roles[x], self.roles[y]) / t

@@ -78,15 +78,22 @@ class MainWindow(QMainWindow):
         roles = sorted(self.acq.analyzer.roles)
         self.rate_curves = {r: self.rates_plot.plot(pen=pg.mkPen(COLORS[i % 8], width=2), name=r)
                             for i, r in enumerate(roles)}
-        self.coinc_plot = pg.PlotWidget(title="coincidences per pair, Alice·Bob (Hz; red: accidentals)")
+        self.coinc_plot = pg.PlotWidget(title="coincidences (Hz)")  # red bars: accidentals
         self.coinc_bars = pg.BarGraphItem(x=[], height=[], width=0.7, brush="#1f77b4")
         self.acc_bars = pg.BarGraphItem(x=[], height=[], width=0.35, brush="#d62728")
+        n_pairs = sum(r.startswith("alice") for r in roles) * sum(r.startswith("bob") for r in roles)
+        self.coinc_plot.setMouseEnabled(x=False, y=True)
+        self.coinc_plot.setXRange(-0.6, n_pairs - 0.4, padding=0)
         self.coinc_plot.addItem(self.coinc_bars)
         self.coinc_plot.addItem(self.acc_bars)
         self.hist_plot = pg.PlotWidget(title="time-difference histogram")
         self.hist_plot.setLabel("bottom", "Δt", "ps")
         self.hist_curve = self.hist_plot.plot(stepMode="center", fillLevel=0, brush=(31, 119, 180, 90))
         grid.addWidget(self.rates_plot, 0, 0, 1, 2)
+        grid.setColumnStretch(0, 1)
+        grid.setColumnStretch(1, 1)
+        for w in (self.coinc_plot, self.hist_plot):
+            w.setMinimumWidth(200)
         grid.addWidget(self.coinc_plot, 1, 0)
         grid.addWidget(self.hist_plot, 1, 1)
         stats = QWidget()
@@ -304,12 +311,11 @@ class MainWindow(QMainWindow):
         x = np.arange(len(keys))
         self.coinc_bars.setOpts(x=x, height=np.nan_to_num([f.coincidence_rates[k] for k in keys]))
         self.acc_bars.setOpts(x=x + 0.2, height=np.nan_to_num([f.accidental_rates[k] for k in keys]))
-        self.coinc_plot.setXRange(-0.6, len(keys) - 0.4, padding=0)
         ax = self.coinc_plot.getAxis("bottom")
         ax.setTicks([[(i, k.replace("alice.", "").replace("|bob.", "")) for i, k in enumerate(keys)]])
         edges = np.append(f.hist_centers_ps - 50, f.hist_centers_ps[-1] + 50)
         self.hist_curve.setData(edges, f.hist_counts)
-        self.hist_plot.setTitle(f"Δt {f.hist_pair[1]} − {f.hist_pair[0]} ({f.mode})")
+        self.hist_plot.setTitle(f"Δt {f.hist_pair[1]} − {f.hist_pair[0]}")
         if f.chsh is not None:
             self.s_label.setText(f"{f.chsh['S']:.3f} ± {f.chsh['S_err']:.3f}")
         v = f.visibility

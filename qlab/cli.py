@@ -190,7 +190,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
         from qlab.gui.app import main as gui_main
     except ImportError as exc:
         raise QlabError(f"the GUI needs PySide6 and pyqtgraph (pip install 'qlab[gui]'): {exc}") from None
-    return gui_main(args.config)
+    return gui_main(args.config, quit_after_s=args.quit_after)
 
 
 # -- parser ----------------------------------------------------------------------------------------------------
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("file")
 
     g = add("gui", cmd_gui, "open the desktop GUI")
-    del g
+    g.add_argument("--quit-after", type=float, metavar="SECONDS", help="close by itself (smoke tests, demos)")
 
     c = add("config", lambda a: (a.config_fn(a)), "check a lab description")
     csub = c.add_subparsers(dest="config_command", required=True)

@@ -15,7 +15,7 @@ from tests.conftest import DEFAULT_CONFIG, REPO
 
 
 def qlab(*args: str, data_dir: Path, check: bool = True, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    env = {**os.environ, "QLAB_DATA_DIR": str(data_dir)}
+    env = {**os.environ, "QLAB_DATA_DIR": str(data_dir), "XDG_CONFIG_HOME": str(data_dir / "config")}
     out = subprocess.run([sys.executable, "-m", "qlab.cli", *args], capture_output=True, text=True, env=env,
                          cwd=cwd, timeout=600)
     if check:
@@ -42,8 +42,15 @@ def test_config_check(tmp_path: Path) -> None:
 
 
 def test_unbuilt_command_says_so(tmp_path: Path) -> None:
-    out = qlab("gui", data_dir=tmp_path, check=False)
+    f = tmp_path / "x.ptu"
+    f.write_bytes(b"PQTTTR\0\0")
+    out = qlab("analyze", str(f), "--protocol", "bbm92", data_dir=tmp_path, check=False)
     assert out.returncode == 3 and "not built yet" in out.stderr
+
+
+def test_gui_command_opens_and_quits(tmp_path: Path) -> None:
+    env_out = qlab("gui", "--quit-after", "3", data_dir=tmp_path, check=False)
+    assert env_out.returncode == 0, env_out.stderr[-2000:]
 
 
 def test_sim_list(tmp_path: Path) -> None:
