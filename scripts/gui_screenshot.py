@@ -27,9 +27,9 @@ def main() -> int:
     args = ap.parse_args()
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
+    from qlab.gui.main_window import MainWindow
 
     from qlab.config import load_config
-    from qlab.gui.main_window import MainWindow
     from qlab.lab import Lab
     from qlab.procedures import PROCEDURES
     from qlab.procedures.engine import RunEngine
