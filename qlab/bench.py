@@ -129,8 +129,49 @@ def bench_storage(quick: bool) -> dict[str, float]:
             "storage_entropy_bound_bytes_per_tag": bound}
 
 
+def bench_qkd(quick: bool) -> dict[str, float]:
+    """Cascade (two parties, in-process channel) at Q = 1..5 %, and Toeplitz privacy amplification."""
+    import threading
+
+    from qlab.qkd.cascade import cascade_alice, cascade_bob, efficiency
+    from qlab.qkd.channel import AuthenticatedChannel, QueuePipe
+    from qlab.qkd.toeplitz import toeplitz_hash
+
+    rng = np.random.default_rng(5)
+    out: dict[str, float] = {}
+    n = 10_000 if quick else 100_000
+    total_bits, total_time = 0, 0.0
+    for q in (0.01, 0.02, 0.03, 0.05):
+        fs = []
+        for trial in range(3 if quick else 5):
+            a = rng.integers(0, 2, n, dtype=np.uint8)
+            e = (rng.random(n) < q).astype(np.uint8)
+            pa, pb = QueuePipe.pair()
+            ca, cb = AuthenticatedChannel(pa, b"k" * 32, "alice"), AuthenticatedChannel(pb, b"k" * 32, "bob")
+            th = threading.Thread(target=cascade_alice, args=(a, ca))
+            t0 = time.perf_counter()
+            th.start()
+            _, st = cascade_bob(a ^ e, cb, q, seed=trial)
+            th.join()
+            total_time += time.perf_counter() - t0
+            total_bits += n
+            fs.append(efficiency(st.leaked_bits, n, float(e.mean())))
+        out[f"cascade_f_q{int(q * 100)}pct_n{n}"] = float(np.mean(fs))
+    out["cascade_kbit_s"] = total_bits / total_time / 1e3
+    n_pa = 10**6 if quick else 10**7
+    x = rng.integers(0, 2, n_pa, dtype=np.uint8)
+    seed = rng.integers(0, 2, n_pa + n_pa // 2 - 1, dtype=np.uint8)
+    dt = _best(lambda: toeplitz_hash(x, seed, n_pa // 2), 2)
+    dst = np.empty_like(x)
+    dt_copy = _best(lambda: np.copyto(dst, x))
+    out["pa_input_bits"] = n_pa
+    out["pa_mbit_s"] = n_pa / dt / 1e6
+    out["pa_vs_copy"] = dt_copy / dt
+    return out
+
+
 BENCHMARKS: dict[str, Callable[[bool], dict[str, float]]] = {
-    "coincidence": bench_coincidence, "simulator": bench_simulator, "storage": bench_storage}
+    "coincidence": bench_coincidence, "simulator": bench_simulator, "storage": bench_storage, "qkd": bench_qkd}
 
 
 def run_benchmarks(quick: bool = False, only: list[str] | None = None) -> dict[str, float]:

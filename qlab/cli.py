@@ -107,6 +107,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not sep:
             raise QlabError(f"--param expects KEY=VALUE, got {item!r}")
         values[key.replace("-", "_")] = val
+    if args.protocol is not None:
+        values["protocol"] = args.protocol
     return _run_procedure(args, args.procedure, values)
 
 
@@ -220,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--param", "-p", action="append", metavar="KEY=VALUE")
     r.add_argument("--seed", type=int)
     r.add_argument("--no-record", action="store_true")
+    r.add_argument("--protocol", choices=["bbm92", "bb84"], help="for qkd")
 
     a = add("analyze", cmd_analyze, "run the coincidence core on a stored stream")
     a.add_argument("file")

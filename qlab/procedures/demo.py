@@ -1,4 +1,5 @@
-"""`demo`: the main job on the simulated lab — delays, polarization compensation, CHSH — in one run file."""
+"""`demo`: the main job on the simulated lab — delays, polarization compensation, CHSH, BBM92 QKD — in one
+run file."""
 
 from __future__ import annotations
 
@@ -8,15 +9,17 @@ from qlab.procedures.chsh import ChshProcedure
 from qlab.procedures.delays import DelaysProcedure
 from qlab.procedures.engine import Param, Procedure, RunContext
 from qlab.procedures.polarization import PolarizationProcedure
+from qlab.procedures.qkd import QkdProcedure
 
 
 class DemoProcedure(Procedure):
     name = "demo"
-    title = "Calibrate and run a Bell test"
+    title = "Calibrate, run a Bell test and distill a key"
     params = {"integration_s": Param(1.0, "s", "integration per CHSH setting", 0.01, 3600)}
 
     def steps(self) -> list[Procedure]:
-        return [DelaysProcedure(), PolarizationProcedure(), ChshProcedure(integration_s=self.integration_s)]
+        return [DelaysProcedure(), PolarizationProcedure(), ChshProcedure(integration_s=self.integration_s),
+                QkdProcedure(integration_s=10.0)]
 
     def execute(self, ctx: RunContext) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -186,3 +186,25 @@ def pair_differences(ta, tb, lo, hi, out_t, out_d):
             m += 1
             j += 1
     return m
+
+
+@nb.njit(cache=True, nogil=True)
+def pair_indices(ta, tb, lo, hi, out_i, out_j):
+    """Like ``pair_differences`` but returns the index pairs (i in ta, j in tb) with tb[j] - ta[i] in [lo, hi]."""
+    m = 0
+    j0 = 0
+    nb_ = tb.size
+    cap = out_i.size
+    for i in range(ta.size):
+        t = ta[i]
+        while j0 < nb_ and tb[j0] < t + lo:
+            j0 += 1
+        j = j0
+        while j < nb_ and tb[j] <= t + hi:
+            if m >= cap:
+                return -1
+            out_i[m] = i
+            out_j[m] = j
+            m += 1
+            j += 1
+    return m

@@ -1,0 +1,1 @@
+"""Quantum key distribution post-processing: BBM92 (and BB84) from timestamp streams."""

@@ -1,0 +1,188 @@
+"""Cascade error correction (Brassard–Salvail) with BICONF rounds, run as two parties over the channel.
+
+Bob corrects his key towards Alice's. Each binary-search level of *all* mismatching blocks is one
+request/reply (a batch of ranges and their parities), so a block of 10^5 bits needs a few dozen round trips.
+A range is (pass, lo, hi) in that pass's permutation of the key; Alice answers from prefix parities.
+Pass q ≥ 1 permutes the key with a permutation derived from the shared seed; BICONF rounds are extra
+passes whose single block is a random half of the key. Every parity Alice reveals counts as leaked.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from qlab.qkd.channel import AuthenticatedChannel
+
+BICONF_BASE = 1000  # pass numbers from here on are BICONF subsets
+
+
+def _permutation(seed: int, q: int, n: int) -> np.ndarray:
+    if q == 0:
+        return np.arange(n, dtype=np.int64)
+    return np.random.default_rng([seed, q]).permutation(n).astype(np.int64)
+
+
+def _prefix(bits: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    out = np.zeros(bits.size + 1, np.uint8)
+    out[1:] = np.bitwise_xor.accumulate(bits[perm])
+    return out
+
+
+class _Perms:
+    def __init__(self, seed: int, n: int):
+        self.seed, self.n = seed, n
+        self.perm: dict[int, np.ndarray] = {}
+        self.inv: dict[int, np.ndarray] = {}
+
+    def get(self, q: int) -> np.ndarray:
+        if q not in self.perm:
+            p = _permutation(self.seed, q, self.n)
+            inv = np.empty_like(p)
+            inv[p] = np.arange(p.size)
+            self.perm[q], self.inv[q] = p, inv
+        return self.perm[q]
+
+
+def cascade_alice(key: np.ndarray, ch: AuthenticatedChannel) -> int:
+    """Answer Bob's parity requests until he is done. Returns the number of parity bits revealed."""
+    header, _ = ch.recv("cascade_start")
+    perms = _Perms(int(header["seed"]), key.size)
+    prefix: dict[int, np.ndarray] = {}
+    revealed = 0
+    while True:
+        header, payload = ch.recv("cascade")
+        if header.get("done"):
+            return revealed
+        ranges = np.frombuffer(payload, np.int64).reshape(-1, 3)
+        out = np.empty(len(ranges), np.uint8)
+        for q in np.unique(ranges[:, 0]):
+            if q not in prefix:
+                prefix[q] = _prefix(key, perms.get(int(q)))
+            sel = ranges[:, 0] == q
+            out[sel] = prefix[q][ranges[sel, 2]] ^ prefix[q][ranges[sel, 1]]
+        revealed += len(ranges)
+        ch.send("cascade_parities", {}, np.packbits(out).tobytes())
+
+
+@dataclass
+class CascadeStats:
+    leaked_bits: int
+    corrected: int
+    passes: int
+    biconf_rounds: int
+    round_trips: int
+
+
+class _Bob:
+    def __init__(self, key: np.ndarray, ch: AuthenticatedChannel, seed: int):
+        self.key = key.copy()
+        self.ch = ch
+        self.perms = _Perms(seed, key.size)
+        self.prefix: dict[int, np.ndarray] = {}
+        self.known: dict[int, tuple[int, np.ndarray]] = {}  # pass -> (block size, Alice's block parities)
+        self.leaked = 0
+        self.round_trips = 0
+        self.corrected = 0
+
+    def parity(self, q: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        if q not in self.prefix:
+            self.prefix[q] = _prefix(self.key, self.perms.get(q))
+        p = self.prefix[q]
+        return p[hi] ^ p[lo]
+
+    def ask(self, ranges: np.ndarray) -> np.ndarray:
+        self.ch.send("cascade", {}, np.ascontiguousarray(ranges, np.int64).tobytes())
+        _, payload = self.ch.recv("cascade_parities")
+        self.leaked += len(ranges)
+        self.round_trips += 1
+        return np.unpackbits(np.frombuffer(payload, np.uint8))[: len(ranges)]
+
+    def flip(self, positions: np.ndarray) -> None:
+        if positions.size:
+            self.key[positions] ^= 1
+            self.corrected += positions.size
+            self.prefix.clear()
+
+    def search(self, ranges: np.ndarray) -> np.ndarray:
+        """Parallel binary search in ranges known to hold an odd number of errors; flips one bit in each."""
+        active = ranges.copy()
+        while len(active):
+            done = active[:, 2] - active[:, 1] == 1
+            if done.any():
+                fin = active[done]
+                pos = np.array([self.perms.get(int(q))[lo] for q, lo, _ in fin], np.int64)
+                self.flip(np.unique(pos))
+                active = active[~done]
+                if not len(active):
+                    break
+            mid = (active[:, 1] + active[:, 2]) // 2
+            left = np.stack([active[:, 0], active[:, 1], mid], axis=1)
+            a = self.ask(left)
+            b = np.empty(len(left), np.uint8)
+            for q in np.unique(left[:, 0]):
+                sel = left[:, 0] == q
+                b[sel] = self.parity(int(q), left[sel, 1], left[sel, 2])
+            go_left = a != b
+            active = np.where(go_left[:, None], left, np.stack([active[:, 0], mid, active[:, 2]], axis=1))
+        return active
+
+    def mismatching_blocks(self, q: int) -> np.ndarray:
+        """Blocks of pass q whose parity now differs from Alice's (after flips made elsewhere)."""
+        n = self.key.size
+        k, alice_par = self.known[q]
+        if q >= BICONF_BASE:  # a BICONF subset: one block, the first half of the permutation
+            lo, hi = np.array([0], np.int64), np.array([n // 2], np.int64)
+        else:
+            lo = np.arange(len(alice_par), dtype=np.int64) * k
+            hi = np.minimum(lo + k, n)
+        bad = self.parity(q, lo, hi) != alice_par
+        return np.stack([np.full(int(bad.sum()), q, np.int64), lo[bad], hi[bad]], axis=1)
+
+    def settle(self) -> None:
+        """Cascade: correct until every known block parity agrees with Alice's. The blocks of one pass are
+        disjoint, so each batch of parallel searches comes from a single pass."""
+        while True:
+            for q in self.known:
+                bad = self.mismatching_blocks(q)
+                if len(bad):
+                    self.search(bad)
+                    break
+            else:
+                return
+
+
+def cascade_bob(key: np.ndarray, ch: AuthenticatedChannel, qber_estimate: float, seed: int,
+                passes: int = 4, biconf_rounds: int = 8, k1_factor: float = 1.0,
+                growth: float = 4.0) -> tuple[np.ndarray, CascadeStats]:
+    """Correct ``key`` towards Alice's. Returns (corrected key, statistics).
+
+    Block sizes k1 = 1/Q growing ×4 per pass measured best here (f ≈ 1.09 at Q = 2 %, 1.11 at 5 %); the
+    textbook 0.73/Q doubling gives 1.15–1.19.
+    """
+    n = key.size
+    ch.send("cascade_start", {"seed": int(seed), "n": int(n)})
+    bob = _Bob(key, ch, seed)
+    q_est = min(max(qber_estimate, 1e-3), 0.25)
+    k = max(4, int(round(k1_factor / q_est)))
+    for p in range(passes):
+        kp = min(int(k * growth**p), n)
+        lo = np.arange(0, n, kp, dtype=np.int64)
+        hi = np.minimum(lo + kp, n)
+        ranges = np.stack([np.full(lo.size, p, np.int64), lo, hi], axis=1)
+        bob.known[p] = (kp, bob.ask(ranges))
+        bob.settle()
+    for r in range(biconf_rounds):
+        q = BICONF_BASE + r
+        bob.known[q] = (n // 2, bob.ask(np.array([[q, 0, n // 2]], np.int64)))
+        bob.settle()
+    ch.send("cascade", {"done": True})
+    return bob.key, CascadeStats(bob.leaked, bob.corrected, passes, biconf_rounds, bob.round_trips)
+
+
+def efficiency(leaked_bits: int, n: int, qber: float) -> float:
+    """f = leaked / (n h(Q)); 1 is the Shannon limit."""
+    h = -qber * math.log2(qber) - (1 - qber) * math.log2(1 - qber) if 0 < qber < 1 else 0.0
+    return leaked_bits / (n * h) if h > 0 else float("inf")
