@@ -42,10 +42,8 @@ def test_config_check(tmp_path: Path) -> None:
 
 
 def test_unbuilt_command_says_so(tmp_path: Path) -> None:
-    f = tmp_path / "x.ptu"
-    f.write_bytes(b"PQTTTR\0\0")
-    out = qlab("analyze", str(f), "--protocol", "bbm92", data_dir=tmp_path, check=False)
-    assert out.returncode == 3 and "not built yet" in out.stderr
+    out = qlab("run", "qkd", "--protocol", "bb84", "--no-record", data_dir=tmp_path, check=False)
+    assert out.returncode == 3 and "not built yet" in out.stderr and "BB84" in out.stderr
 
 
 def test_gui_command_opens_and_quits(tmp_path: Path) -> None:
