@@ -128,3 +128,11 @@ def unitary_to_h(ket: np.ndarray) -> np.ndarray:
     k = ket / np.linalg.norm(ket)
     perp = np.array([-np.conj(k[1]), np.conj(k[0])])
     return np.array([k.conj(), perp.conj()])
+
+
+PAULI_XYZ = [np.array([[0, 1], [1, 0]], complex), np.array([[0, -1j], [1j, 0]]), np.diag([1.0 + 0j, -1.0])]
+
+
+def bloch_rotation(u: np.ndarray) -> np.ndarray:
+    """SO(3) matrix R with U σ_n U† = σ_{R n}: R_ij = ½ Tr(σ_i U σ_j U†)."""
+    return np.array([[0.5 * np.trace(si @ u @ sj @ u.conj().T).real for sj in PAULI_XYZ] for si in PAULI_XYZ])

@@ -38,6 +38,10 @@ class Transport(ABC):
     def close(self) -> None:  # noqa: B027 - optional
         pass
 
+    def drain(self) -> bytes:
+        """Discard input that is already waiting (stale replies after a device error). Returns it."""
+        return b""
+
     # -- public ------------------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
         with self.lock:

@@ -46,5 +46,10 @@ class SerialTransport(Transport):
                 raise self.timeout_error(f"waiting for {n} bytes, got {bytes(buf)!r}")
         return bytes(buf)
 
+    def drain(self) -> bytes:
+        with self.lock:
+            n = self.port.in_waiting
+            return self.port.read(n) if n else b""
+
     def close(self) -> None:
         self.port.close()

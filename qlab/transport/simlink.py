@@ -28,6 +28,12 @@ class SimLinkTransport(Transport):
             raise self.timeout_error(f"{what}, got {bytes(self._buf)!r}")
         self._buf += self.device.read_due()
 
+    def drain(self) -> bytes:
+        with self.lock:
+            stale = bytes(self._buf) + self.device.read_due()
+            self._buf.clear()
+            return stale
+
     def _read_until(self, terminator: bytes, timeout_s: float) -> bytes:
         while (i := self._buf.find(terminator)) < 0:
             self._fill(timeout_s, f"waiting for {terminator!r}")
