@@ -22,6 +22,7 @@ _ENTRIES = [
     DriverEntry("thorlabs.ell14", "qlab.drivers.thorlabs.ell14", "ELL14", "polarization", "ell14"),
     DriverEntry("thorlabs.k10cr1", "qlab.drivers.thorlabs.k10cr1", "K10CR1", "polarization", "k10cr1"),
     DriverEntry("thorlabs.mpc320", "qlab.drivers.thorlabs.mpc320", "MPC320", "polarization", "mpc320"),
+    DriverEntry("ozoptics.epc400", "qlab.drivers.ozoptics.epc400", "EPC400", "polarization", "epc400"),
     DriverEntry("thorlabs.itc4001", "qlab.drivers.thorlabs.itc4001", "ITC4001", "laser", "itc4001"),
     DriverEntry("excelitas.spcm", "qlab.drivers.excelitas.spcm", "SPCM", "detector", "spcm"),
     DriverEntry("swabian.timetagger", "qlab.drivers.swabian.timetagger", "SwabianTimeTagger", "tagger",

@@ -180,6 +180,19 @@ class SimLab:
                         return
             raise KeyError(f"{instrument}.{axis} is not a waveplate in the simulated optics")
 
+    def set_retardance(self, instrument: str, axis: str, retardance_waves: float) -> None:
+        """A voltage-driven retarder (fibre squeezer): the axis is fixed, the retardance changes."""
+        with self._lock:
+            self._catch_up()
+            for party in PARTIES:
+                for stage in STAGE_ORDER:
+                    wp = self.waveplates[party][stage].get(f"{instrument}.{axis}")
+                    if wp is not None:
+                        wp.retardance_waves = float(retardance_waves)
+                        self._dirty = True
+                        return
+            raise KeyError(f"{instrument}.{axis} is not a retarder in the simulated optics")
+
     def set_detector(self, name: str, **changes) -> None:
         with self._lock:
             self._catch_up()
