@@ -58,6 +58,7 @@ def test_epc400_session(backend: str) -> None:
 
 def test_epc400_errors_and_visa_asrl() -> None:
     from qlab.drivers.ozoptics.epc400 import EPC400Simulator
+
     from qlab.transport.visa import VisaTransport
 
     drv = _drv(SimLinkTransport("epc", EPC400Simulator(None, "epc400", {"axes": AXES}), write_termination=b"\r\n",

@@ -24,6 +24,7 @@ _ENTRIES = [
     DriverEntry("thorlabs.mpc320", "qlab.drivers.thorlabs.mpc320", "MPC320", "polarization", "mpc320"),
     DriverEntry("ozoptics.epc400", "qlab.drivers.ozoptics.epc400", "EPC400", "polarization", "epc400"),
     DriverEntry("thorlabs.itc4001", "qlab.drivers.thorlabs.itc4001", "ITC4001", "laser", "itc4001"),
+    DriverEntry("idquantique.id120", "qlab.drivers.idquantique.id120", "ID120", "detector", "id120"),
     DriverEntry("excelitas.spcm", "qlab.drivers.excelitas.spcm", "SPCM", "detector", "spcm"),
     DriverEntry("swabian.timetagger", "qlab.drivers.swabian.timetagger", "SwabianTimeTagger", "tagger",
                 "swabian"),

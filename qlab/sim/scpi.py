@@ -17,7 +17,7 @@ ERR_DATA_TYPE = '-104,"Data type error"'
 def _node_regex(node: str) -> str:
     optional = node.startswith("[") and node.endswith("]")
     node = node.strip("[]")
-    m = re.fullmatch(r"([A-Z*]+)([a-z]*)(\d?)", node)
+    m = re.fullmatch(r"([A-Z_*]+)([a-z_]*)(\d?)", node)
     if m is None:
         raise ValueError(node)
     short, rest, suffix = m.groups()
@@ -35,7 +35,7 @@ class ScpiParser:
 
     def route(self, pattern: str, handler: Handler) -> None:
         query = pattern.endswith("?")
-        nodes = re.findall(r"\[?:?[A-Za-z*]+\d?\]?", pattern.rstrip("?"))
+        nodes = re.findall(r"\[?:?[A-Za-z_*]+\d?\]?", pattern.rstrip("?"))
         rx = "".join(_node_regex(n.replace(":", "")) if not n.startswith("[")
                      else _node_regex("[" + n.strip("[]:") + "]") for n in nodes)
         if pattern.startswith("*"):
