@@ -80,7 +80,8 @@ def test_instrument_fault_reaches_the_log_and_lasers_go_off(window, qtbot) -> No
     dev = window.lab.sim.device_sims["bob_analyzer"]
     dev.handle = lambda: dev.inbuf.clear()  # the controller stops answering
     window.findChild(type(window.run_btn), "bob_analyzer_hwp_move").click()
-    qtbot.waitUntil(lambda: "FAULT" in window.log.toPlainText(), timeout=10_000)
+    # A move waits up to the mount's 10 s move-reply timeout before the silence counts as a fault.
+    qtbot.waitUntil(lambda: "FAULT" in window.log.toPlainText(), timeout=25_000)
     assert "bob_analyzer" in window.log.toPlainText() and "lasers switched off" in window.log.toPlainText()
     assert not window.lab.sim.lasers["pump"]["on"]
     qtbot.waitUntil(lambda: "pump off" in window.laser_label.text(), timeout=5000)

@@ -26,6 +26,8 @@ _ENTRIES = [
     DriverEntry("thorlabs.itc4001", "qlab.drivers.thorlabs.itc4001", "ITC4001", "laser", "itc4001"),
     DriverEntry("idquantique.id120", "qlab.drivers.idquantique.id120", "ID120", "detector", "id120"),
     DriverEntry("excelitas.spcm", "qlab.drivers.excelitas.spcm", "SPCM", "detector", "spcm"),
+    DriverEntry("picoquant.multiharp", "qlab.drivers.picoquant.multiharp", "PicoQuantMultiHarp", "tagger",
+                "multiharp"),
     DriverEntry("swabian.timetagger", "qlab.drivers.swabian.timetagger", "SwabianTimeTagger", "tagger",
                 "swabian"),
 ]
