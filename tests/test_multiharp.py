@@ -10,6 +10,7 @@ from qlab.errors import InstrumentError
 
 def test_t2_decoder_matches_an_independent_encoder() -> None:
     from qlab.drivers.picoquant.multiharp import decode_t2
+
     from qlab.storage.ptu import encode_t2
 
     rng = np.random.default_rng(3)
