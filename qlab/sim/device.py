@@ -60,6 +60,9 @@ class DeviceSimulator:
         self.clock.advance_to(t_next)
         return True
 
+    def connect(self) -> None:
+        """A client connected (TCP accept, or an in-process link opened): devices with a banner send it."""
+
     # -- for subclasses ----------------------------------------------------------------------------------
     def reply(self, data: bytes, delay_s: float = 0.0) -> None:
         self._outbox.append((self.clock.now() + delay_s, data))

@@ -81,6 +81,9 @@ def serve(model: str, config: str | None = None, pty: bool = False, tcp_port: in
         raise QlabError("give --pty or --tcp PORT")
     srv = socket.create_server(("127.0.0.1", tcp_port))
     srv.settimeout(0.2)
+    second = getattr(dev, "serve_second_port", None)
+    if second is not None:  # DLC pro monitoring line, Eos counts: PORT + 1
+        threading.Thread(target=second, args=(srv.getsockname()[1] + 1, stop), daemon=True).start()
     print(f"127.0.0.1:{srv.getsockname()[1]}", flush=True)
     print(f"simulated {model} on tcp 127.0.0.1:{srv.getsockname()[1]}; Ctrl-C to stop", file=sys.stderr)
     if ready:
@@ -103,9 +106,8 @@ def serve(model: str, config: str | None = None, pty: bool = False, tcp_port: in
                 return data if data else None
 
             with conn:
-                banner = getattr(dev, "banner", None)
-                if banner:
-                    conn.sendall(banner())
+                dev.read_due()  # nothing queued for an earlier client reaches this one
+                dev.connect()
                 _pump(dev, read_sock, conn.sendall, stop)
             time.sleep(0.01)
     except KeyboardInterrupt:

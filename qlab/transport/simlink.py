@@ -15,6 +15,7 @@ class SimLinkTransport(Transport):
         super().__init__(name, **kw)
         self.device = device
         self._buf = bytearray()
+        device.connect()
 
     def _write(self, data: bytes) -> None:
         self.device.receive(data)
