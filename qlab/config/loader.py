@@ -18,7 +18,7 @@ DEFAULT_CONFIG_NAME = "instruments.yaml"
 # Limit quantities each instrument kind understands; anything else is a typo the user must hear about.
 LIMIT_QUANTITIES: dict[str, set[str]] = {
     "laser": {"current_a", "power_mw", "temperature_c"},
-    "detector": {"bias_v", "efficiency", "dead_time_ns", "threshold_v"},
+    "detector": {"bias_v", "bias_current_ua", "efficiency", "dead_time_ns", "threshold_v"},
     "tagger": {"delay_ps", "trigger_level_v"},
     "polarization": {"position_deg"},
 }

@@ -49,6 +49,7 @@ class InstrumentConfig(Strict):
     driver: str
     backend: str = "sim"  # "sim", a VISA resource string, a serial port or URL, or host:port
     description: str = ""
+    address: int | str | None = None  # channel on a multi-device controller (e.g. an Eos detector number)
     timeout_s: float = Field(default=2.0, gt=0)
     limits: dict[str, Limit] = {}
     settings: dict[str, Any] = {}

@@ -23,6 +23,18 @@ class SinglePhotonDetector(Instrument):
         self._need("bias")
         self._set_bias(self.limits.check("bias_v", bias_v))
 
+    def set_bias_current(self, bias_ua: float) -> None:
+        """SNSPD bias current in µA."""
+        self._require_open()
+        self._need("bias_current")
+        self._set_bias_current(self.limits.check("bias_current_ua", bias_ua))
+
+    def set_threshold(self, threshold_v: float) -> None:
+        """Discriminator / trigger level of the detector's own readout, in V."""
+        self._require_open()
+        self._need("threshold")
+        self._set_threshold(self.limits.check("threshold_v", threshold_v))
+
     def set_efficiency(self, efficiency: float) -> None:
         self._require_open()
         self._need("efficiency")
@@ -40,7 +52,8 @@ class SinglePhotonDetector(Instrument):
         self._set_gate(bool(closed))
 
     def apply_settings(self, settings: dict[str, Any]) -> None:
-        setters = {"enabled": self.set_enabled, "bias_v": self.set_bias, "efficiency": self.set_efficiency,
+        setters = {"enabled": self.set_enabled, "bias_v": self.set_bias, "bias_current_ua": self.set_bias_current,
+                   "threshold_v": self.set_threshold, "efficiency": self.set_efficiency,
                    "dead_time_ns": self.set_dead_time, "gate": self.set_gate}
         for key, v in settings.items():
             if key not in setters:
@@ -57,6 +70,8 @@ class SinglePhotonDetector(Instrument):
             snap["bias"] = value(self.bias_v(), "V")
         if "gate" in self.capabilities:
             snap["gate_closed"] = value(self.gate_closed(), "bool")
+        if "bias_current" in self.capabilities:
+            snap["bias_current"] = value(self.bias_current_ua(), "µA")
         return snap
 
     def _need(self, capability: str) -> None:
@@ -71,6 +86,11 @@ class SinglePhotonDetector(Instrument):
         return True
 
     def _set_bias(self, bias_v: float) -> None: ...
+    def _set_bias_current(self, bias_ua: float) -> None: ...
+    def _set_threshold(self, threshold_v: float) -> None: ...
+
+    def bias_current_ua(self) -> float:
+        raise InstrumentError(self.name, f"{self.model} has no bias-current readback")
     def _set_efficiency(self, efficiency: float) -> None: ...
     def _set_dead_time(self, dead_time_ns: float) -> None: ...
     def _set_gate(self, closed: bool) -> None: ...

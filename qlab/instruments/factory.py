@@ -41,7 +41,7 @@ def create_instrument(name: str, cfg: InstrumentConfig, sim: SimLab | None) -> I
     cls = DRIVERS[cfg.driver].load()
     limits = Limits(name, cfg.limits)
     options: dict[str, Any] = {"axes": {k: a.model_dump() for k, a in cfg.axes.items()},
-                               "backend": cfg.backend}
+                               "backend": cfg.backend, "address": cfg.address}
     if cfg.backend == "sim":
         if sim is None:
             raise ValueError(f"{name}: backend 'sim' needs a simulated lab")

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from qlab.config.schema import Limit
 from qlab.errors import LimitError
 
-UNITS = {"current_a": "A", "power_mw": "mW", "temperature_c": "°C", "bias_v": "V", "efficiency": "",
-         "dead_time_ns": "ns", "threshold_v": "V", "delay_ps": "ps", "trigger_level_v": "V",
+UNITS = {"current_a": "A", "power_mw": "mW", "temperature_c": "°C", "bias_v": "V", "bias_current_ua": "µA",
+         "efficiency": "", "dead_time_ns": "ns", "threshold_v": "V", "delay_ps": "ps", "trigger_level_v": "V",
          "position_deg": "deg"}
 
 

@@ -26,6 +26,7 @@ _ENTRIES = [
     DriverEntry("thorlabs.itc4001", "qlab.drivers.thorlabs.itc4001", "ITC4001", "laser", "itc4001"),
     DriverEntry("idquantique.id120", "qlab.drivers.idquantique.id120", "ID120", "detector", "id120"),
     DriverEntry("toptica.dlcpro", "qlab.drivers.toptica.dlcpro", "DLCPro", "laser", "dlcpro"),
+    DriverEntry("singlequantum.eos", "qlab.drivers.singlequantum.eos", "EosSNSPD", "detector", "eos"),
     DriverEntry("excelitas.spcm", "qlab.drivers.excelitas.spcm", "SPCM", "detector", "spcm"),
     DriverEntry("picoquant.multiharp", "qlab.drivers.picoquant.multiharp", "PicoQuantMultiHarp", "tagger",
                 "multiharp"),
