@@ -102,7 +102,14 @@ def test_analyze_ptu_file_with_find_delays(tmp_path: Path, make_lab) -> None:
     path = tmp_path / "sim.ptu"
     write_ptu_t2(path, chunk.timestamps - chunk.timestamps[0], chunk.channels - 1)  # PTU inputs are 0-based
     roles = "alice.H=0,alice.V=1,alice.D=2,alice.A=3,bob.H=4,bob.V=5,bob.D=6,bob.A=7"
-    r = one_json(qlab("analyze", str(path), "--roles", roles, "--find-delays", "--json", data_dir=tmp_path))
+    cfg_path = tmp_path / "nfold.yaml"
+    cfg_path.write_text(DEFAULT_CONFIG.read_text().replace(
+        "  integration_s: 1.0", "  integration_s: 1.0\n  nfold_groups: [[alice.H, bob.H], [alice.H, bob.H, bob.V]]"))
+    r = one_json(qlab("analyze", str(path), "--roles", roles, "--find-delays", "--config", str(cfg_path), "--json",
+                      data_dir=tmp_path))
+    two = r["nfold"]["alice.H+bob.H"]
+    assert two == r["coincidences"]["alice.H|bob.H"] or abs(two - r["coincidences"]["alice.H|bob.H"]) < 20
+    assert r["nfold"]["alice.H+bob.H+bob.V"] < 0.01 * two  # one photon cannot reach both of Bob's H and V
     cable = {0: 0, 1: 1200, 2: 2500, 3: 3700, 4: 15200, 5: 16100, 6: 17400, 7: 18900}
     for ch, d in cable.items():
         assert abs(r["delays_ps"][str(ch)] - d) < 100, (ch, r["delays_ps"])

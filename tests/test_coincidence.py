@@ -146,3 +146,29 @@ def test_histograms() -> None:
     assert abs(ss.centers_ps[np.argmax(ss.counts)] - 3000) <= 100
     _, norm = g2(chunk, 0, 1, 10_000, 100)
     assert norm.max() > 100 and np.median(norm) < 2
+
+
+@settings(max_examples=80, deadline=None)
+@given(stream=streams, splits=st.lists(st.integers(0, 120), max_size=5), window=st.integers(10, 4000),
+       delays=st.dictionaries(st.sampled_from(CHANNELS), st.integers(-3000, 3000), max_size=4))
+def test_nfold_exact_and_chunking_independent(stream, splits, window, delays) -> None:
+    from qlab.stream.coincidence import NFoldCounter
+
+    t = np.sort(np.array(stream[0], np.int64))
+    c = np.array(stream[1], np.int16)
+    groups = [[0, 1, 2], [1, 3]]
+    tc = t - np.array([delays.get(int(x), 0) for x in c])
+    half = window // 2
+    expected = []
+    for g in groups:
+        n = 0
+        for a in tc[c == g[0]]:
+            if all(np.any(np.abs(tc[c == o] - a) <= half) for o in g[1:]):
+                n += 1
+        expected.append(n)
+    counter = NFoldCounter(groups, window, delays)
+    edges = sorted({0, t.size, *[min(s, t.size) for s in splits]})
+    for a, b in zip(edges[:-1], edges[1:], strict=False):
+        counter.process(TagChunk(t[a:b], c[a:b], 0, 1))
+    counter.process(TagChunk(np.zeros(0, np.int64), np.zeros(0, np.int16), 0, 0), final=True)
+    assert counter.counts.tolist() == expected

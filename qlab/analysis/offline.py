@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from qlab.errors import FileFormatError, NotBuiltError, QlabError
 from qlab.instruments.tagger import TagChunk
-from qlab.stream.coincidence import CoincidenceCounter
+from qlab.stream.coincidence import CoincidenceCounter, NFoldCounter
 from qlab.stream.delays import find_delays
 
 BBM92_ROLES = {f"{p}.{k}" for p in ("alice", "bob") for k in "HVDA"}
+
+
+def _chain(first: list[TagChunk], rest: Iterator[TagChunk]) -> Iterator[TagChunk]:
+    return itertools.chain(first, rest)
 
 
 def parse_roles(text: str) -> dict[str, int]:
@@ -77,14 +84,18 @@ def analyze_file(path: str | Path, roles: str | None = None, window_ps: int | No
                     break
             ref = role_map.get("alice.H", channels[0])
             delays, _ = find_delays(TagChunk.concatenate(first), channels, ref)
-        counter = CoincidenceCounter(channels, window, {c: int(round(d)) for c, d in delays.items()}, acc_off)
+        int_delays = {c: int(round(d)) for c, d in delays.items()}
+        counter = CoincidenceCounter(channels, window, int_delays, acc_off)
+        groups = [g for g in cfg.config.analysis.nfold_groups if all(r in role_map for r in g)]
+        nfold = NFoldCounter([[role_map[r] for r in g] for g in groups], window, int_delays) if groups else None
         kept: list[TagChunk] = []  # key distillation needs the whole block (bounded by the file's size)
-        for chunk in first:
+        for chunk in _chain(first, stream):
             counter.process(chunk)
+            if nfold is not None:
+                nfold.process(chunk)
             kept += [chunk] if protocol else []
-        for chunk in stream:
-            counter.process(chunk)
-            kept += [chunk] if protocol else []
+        if nfold is not None:
+            nfold.process(TagChunk(np.zeros(0, np.int64), np.zeros(0, np.int16), 0, 0), final=True)
     finally:
         if closer is not None:
             closer.close()
@@ -94,6 +105,7 @@ def analyze_file(path: str | Path, roles: str | None = None, window_ps: int | No
         "file": str(path), "window_ps": window,
         "delays_ps": {str(ch): round(delays[ch], 1) for ch in channels},
         "singles": {role: res.single(ch) for role, ch in role_map.items()},
+        "nfold": {"+".join(g): int(n) for g, n in zip(groups, nfold.counts, strict=True)} if nfold else {},
         "coincidences": {}, "accidentals": {}, "duration_s": res.duration_s, "exposure_s": res.exposure_s}
     alice = sorted(r for r in role_map if r.startswith("alice."))
     bob = sorted(r for r in role_map if r.startswith("bob."))

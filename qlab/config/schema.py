@@ -131,6 +131,7 @@ class AnalysisSection(Strict):
     window_ps: int = Field(default=2000, gt=0)  # full width of the coincidence window
     accidentals_offset_ps: int = Field(default=50_000)  # off-peak window shift for accidentals
     integration_s: float = Field(default=1.0, gt=0)
+    nfold_groups: list[list[str]] = []  # roles, e.g. [["alice.H", "bob.H", "bob.V"]]: n-fold coincidences
 
 
 class LabSection(Strict):

@@ -167,3 +167,61 @@ def count(chunk: TagChunk, channels: list[int], window_ps: int, delays_ps: dict[
           accidentals_offset_ps: int = 0, keep_events: bool = False) -> CoincidenceResult:
     """One-shot counting of a whole chunk."""
     return CoincidenceCounter(channels, window_ps, delays_ps, accidentals_offset_ps, keep_events).process(chunk)
+
+
+class NFoldCounter:
+    """n-fold coincidences: an event of a group's first channel (the anchor) whose window holds at least one
+    tag of every other channel of the group. Streaming and exact across chunk boundaries: an anchor is
+    counted once every partner's window around it is complete, later anchors wait for the next chunk.
+    Times are delay-corrected (t - delay[channel]); the window is the full width around the anchor.
+    """
+
+    def __init__(self, groups: list[list[int]], window_ps: int, delays_ps: dict[int, int] | None = None):
+        if any(len(g) < 2 for g in groups):
+            raise ValueError("an n-fold group needs at least two channels")
+        self.groups = [list(g) for g in groups]
+        self.half = int(window_ps) // 2
+        self.delays = dict(delays_ps or {})
+        self._tags: dict[int, np.ndarray] = {c: np.zeros(0, np.int64) for g in groups for c in g[1:]}
+        self._anchors: list[np.ndarray] = [np.zeros(0, np.int64) for _ in groups]
+        all_delays = [self.delays.get(c, 0) for g in groups for c in g]  # channels without a delay have 0
+        self._max_delay = max(all_delays)
+        self._margin = self.half + max(all_delays) - min(all_delays)
+        self.counts = np.zeros(len(groups), np.int64)
+
+    def _corrected(self, chunk: TagChunk, c: int) -> np.ndarray:
+        return np.sort(chunk.timestamps[chunk.channels == c] - self.delays.get(c, 0))
+
+    def process(self, chunk: TagChunk, final: bool = False) -> np.ndarray:
+        """Add a chunk; returns the n-fold counts completed by it (per group). ``final`` flushes all anchors."""
+        for c in self._tags:
+            self._tags[c] = np.concatenate([self._tags[c], self._corrected(chunk, c)])
+        for gi, g in enumerate(self.groups):
+            self._anchors[gi] = np.concatenate([self._anchors[gi], self._corrected(chunk, g[0])])
+        if final:
+            horizon = np.iinfo(np.int64).max // 2
+        elif len(chunk):
+            # Corrected tags below this can no longer gain partners from later raw tags.
+            horizon = int(chunk.timestamps[-1]) - self._margin - self._max_delay
+        else:
+            return np.zeros(len(self.groups), np.int64)
+        new = np.zeros(len(self.groups), np.int64)
+        for gi, group in enumerate(self.groups):
+            anchors = self._anchors[gi]
+            done = anchors + self.half < horizon
+            ready = anchors[done]
+            ok = np.ones(ready.size, bool)
+            for c in group[1:]:
+                t = np.sort(self._tags[c])
+                if t.size == 0:
+                    ok[:] = False
+                    continue
+                i = np.searchsorted(t, ready - self.half, "left")
+                ok &= (i < t.size) & (t[np.minimum(i, t.size - 1)] <= ready + self.half)
+            new[gi] = int(np.count_nonzero(ok))
+            self._anchors[gi] = anchors[~done]
+        oldest = min((a.min() for a in self._anchors if a.size), default=horizon)
+        for c, t in self._tags.items():
+            self._tags[c] = t[t >= min(oldest, horizon) - self.half]  # partners a pending anchor may still use
+        self.counts += new
+        return new
