@@ -116,3 +116,25 @@ def test_analyze_ptu_file_with_find_delays(tmp_path: Path, make_lab) -> None:
     assert r["singles"]["alice.H"] == int(np.count_nonzero(chunk.channels == 1))
     assert r["duration_s"] > 0.99 and set(r["sifted"]) == {"Z", "X"} and set(r["qber"]) == {"Z", "X"}
     assert sum(r["coincidences"].values()) > 10_000
+
+
+def test_analyze_foreign_photon_hdf5(tmp_path: Path) -> None:
+    """A Photon-HDF5 file from another tool: no qlab groups, its own timestamp unit (here 1 ns)."""
+    import h5py
+
+    rng = np.random.default_rng(4)
+    base = np.sort(rng.integers(0, 10**9, 20_000))  # ns
+    t = np.concatenate([base, base + 3])  # channel 1 three ticks (3 ns) after channel 0
+    ch = np.concatenate([np.zeros(base.size, np.uint8), np.ones(base.size, np.uint8)])
+    order = np.argsort(t, kind="stable")
+    path = tmp_path / "foreign.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["format_name"] = np.bytes_("Photon-HDF5")
+        f.attrs["format_version"] = np.bytes_("0.5")
+        f["photon_data/timestamps"] = t[order].astype(np.int64)
+        f["photon_data/detectors"] = ch[order]
+        f["photon_data/timestamps_specs/timestamps_unit"] = 1e-9
+    r = one_json(qlab("analyze", str(path), "--roles", "alice.H=0,bob.H=1", "--find-delays", "--window-ps", "1000",
+                      "--json", data_dir=tmp_path))
+    assert abs(r["delays_ps"]["1"] - 3000) < 60
+    assert r["coincidences"]["alice.H|bob.H"] >= 20_000 and r["singles"] == {"alice.H": 20_000, "bob.H": 20_000}
