@@ -14,6 +14,7 @@ A = (H - V) / np.sqrt(2)
 R = (H + 1j * V) / np.sqrt(2)
 L = (H - 1j * V) / np.sqrt(2)
 KETS = {"H": H, "V": V, "D": D, "A": A, "R": R, "L": L}
+PLATE_RETARDANCE = {"half": 0.5, "quarter": 0.25, "paddle": 0.5}  # waves, by the config's plate type
 
 
 def projector(ket: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ from qlab.errors import InstrumentError, InstrumentTimeout
 from qlab.instruments.limits import Limits
 from qlab.transport.simlink import SimLinkTransport
 from qlab.transport.transcript import TranscriptTransport
+from tests.transcripts import pairs_from_log
 
 
 def _k10(transport):
@@ -19,16 +20,6 @@ def _k10(transport):
 
     return K10CR1("rot", transport=transport, limits=Limits("rot", {"position_deg": Limit(min=-360, max=360)}),
                   options={"axes": {"hwp": {"address": 1}}})
-
-
-def _pairs(log):
-    out = []
-    for kind, data in log:
-        if kind == "w":
-            out.append([data, b""])
-        else:
-            out[-1][1] += data
-    return [tuple(p) for p in out]
 
 
 def test_k10cr1_frames_simulator_and_transcript() -> None:
@@ -40,7 +31,7 @@ def test_k10cr1_frames_simulator_and_transcript() -> None:
     assert "K10CR1" in drv.identify()
     drv.move_absolute(45.0, "hwp")
     assert drv.position("hwp") == pytest.approx(45.0, abs=1e-4)
-    pairs = _pairs(tr.log)
+    pairs = pairs_from_log(tr.log)
     writes = [w for w, _ in pairs]
     # Requests exactly as the APT protocol defines them (host 0x01 -> device 0x50).
     assert writes[0] == bytes.fromhex("050000005001")  # HW_REQ_INFO

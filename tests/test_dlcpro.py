@@ -13,6 +13,7 @@ from qlab.errors import InstrumentError, InterlockError
 from qlab.instruments.limits import Limits
 from qlab.transport.simlink import SimLinkTransport
 from qlab.transport.transcript import TranscriptTransport
+from tests.transcripts import pairs_from_log
 
 SESSION = [
     (b"(param-ref 'system-type)\n", b'"DLCpro"\n> '),
@@ -49,13 +50,7 @@ def test_dlcpro_session(backend: str) -> None:
                               read_termination=b"\n> ")
         tr.log = []
         _session(_drv(tr))
-        got = []
-        for kind, data in tr.log[1:]:  # after the banner
-            if kind == "w":
-                got.append([data, b""])
-            else:
-                got[-1][1] += data
-        assert [tuple(g) for g in got] == SESSION
+        assert pairs_from_log(tr.log[1:]) == SESSION  # after the banner
 
 
 def test_dlcpro_refusals_and_interlock() -> None:

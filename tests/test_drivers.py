@@ -12,6 +12,7 @@ from qlab.errors import InstrumentError, InterlockError, ProtocolError
 from qlab.instruments.limits import Limits
 from qlab.transport.simlink import SimLinkTransport
 from qlab.transport.transcript import TranscriptTransport
+from tests.transcripts import pairs_from_log
 
 ELL14_AXES = {"hwp": {"address": 0}}
 
@@ -122,13 +123,7 @@ def test_itc4001_session(backend: str) -> None:
         tr = SimLinkTransport("pump", ITC4001Simulator(None, "itc"), write_termination=b"\n")
         tr.log = []
         _itc_session(_itc(tr))
-        got = []
-        for kind, data in tr.log:
-            if kind == "w":
-                got.append([data, b""])
-            else:
-                got[-1][1] += data
-        assert [tuple(x) for x in got] == ITC4001_SESSION
+        assert pairs_from_log(tr.log) == ITC4001_SESSION
 
 
 def test_ell14_device_errors_become_typed_errors() -> None:

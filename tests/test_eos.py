@@ -11,6 +11,7 @@ from qlab.errors import InstrumentError, LimitError
 from qlab.instruments.limits import Limits
 from qlab.transport.simlink import SimLinkTransport
 from qlab.transport.transcript import TranscriptTransport
+from tests.transcripts import pairs_from_log
 
 PROPS = {"NumberOfDetectors": 8, "BiasCurrent": [14.0] * 8, "TriggerLevel": [150.0] * 8, "DetectorEnable": True,
          "MeasurementPeriod": 100}
@@ -50,13 +51,7 @@ def test_eos_session(backend: str) -> None:
         tr.log = []
         drv = _drv(tr).open()
         drv.set_bias_current(12.5)
-        got = []
-        for kind, data in tr.log:
-            if kind == "w":
-                got.append([data, b""])
-            else:
-                got[-1][1] += data
-        assert [tuple(g) for g in got] == SESSION
+        assert pairs_from_log(tr.log) == SESSION
         assert drv.bias_current_ua() == 12.5
 
 

@@ -9,6 +9,7 @@ from qlab.errors import InstrumentError
 from qlab.instruments.limits import Limits
 from qlab.transport.simlink import SimLinkTransport
 from qlab.transport.transcript import TranscriptTransport
+from tests.transcripts import pairs_from_log
 
 AXES = {"ch1": {"address": 1}, "ch2": {"address": 2}}
 SESSION = [
@@ -47,13 +48,7 @@ def test_epc400_session(backend: str) -> None:
                               read_termination=b"\r\n")
         tr.log = []
         _session(_drv(tr))
-        got = []
-        for kind, data in tr.log:
-            if kind == "w":
-                got.append([data, b""])
-            else:
-                got[-1][1] += data
-        assert [tuple(g) for g in got] == SESSION
+        assert pairs_from_log(tr.log) == SESSION
 
 
 def test_epc400_errors_and_visa_asrl() -> None:

@@ -9,6 +9,7 @@ from qlab.errors import InstrumentError, LimitError
 from qlab.instruments.limits import Limits
 from qlab.transport.simlink import SimLinkTransport
 from qlab.transport.transcript import TranscriptTransport
+from tests.transcripts import pairs_from_log
 
 OK = b"0,\"No error\"\n"
 SESSION = [
@@ -46,13 +47,7 @@ def test_id120_session(backend: str) -> None:
         tr = SimLinkTransport("spd", ID120Simulator(None, "id120"), write_termination=b"\n")
         tr.log = []
         _session(_drv(tr))
-        got = []
-        for kind, data in tr.log:
-            if kind == "w":
-                got.append([data, b""])
-            else:
-                got[-1][1] += data
-        assert [tuple(g) for g in got] == SESSION
+        assert pairs_from_log(tr.log) == SESSION
 
 
 def test_id120_refusals() -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from qlab.errors import InstrumentError, ProtocolError
 from qlab.instruments.detector import SinglePhotonDetector
 from qlab.sim.device import DeviceSimulator
-from qlab.sim.scpi import ERR_DATA_RANGE, ScpiParser
+from qlab.sim.scpi import ERR_DATA_RANGE, ScpiParser, handle_scpi_lines
 
 BREAKDOWN_V = 160.0
 EXCESS_SCALE_V = 25.0  # efficiency saturates over a few tens of volts of excess bias
@@ -168,11 +168,7 @@ class ID120Simulator(DeviceSimulator):
         self._couple()
 
     def handle(self) -> None:
-        while (i := self.inbuf.find(b"\n")) >= 0:
-            line = bytes(self.inbuf[:i]).decode("ascii", "replace").strip()
-            del self.inbuf[: i + 1]
-            for reply in self.scpi.execute(line):
-                self.reply(reply.encode() + b"\n")
+        handle_scpi_lines(self, self.scpi)
 
 
 ID120.simulator_class = ID120Simulator

@@ -214,21 +214,18 @@ class EosSimulator(DeviceSimulator):
         return SimLinkTransport(self.name + ".counts", _Counts(None, self.name + ".counts"))
 
     def serve_second_port(self, port: int, stop: threading.Event) -> None:
-        srv = socket.create_server(("127.0.0.1", port))
-        srv.settimeout(0.2)
-        with srv:
+        from qlab.sim.serve import serve_clients
+
+        serve_clients(port, stop, self._stream_counts)
+
+    def _stream_counts(self, conn: socket.socket, stop: threading.Event) -> None:
+        with conn:
             while not stop.is_set():
                 try:
-                    conn, _ = srv.accept()
-                except TimeoutError:
-                    continue
-                with conn:
-                    while not stop.is_set():
-                        try:
-                            conn.sendall(self.counts_line())
-                        except OSError:
-                            break
-                        time.sleep(self.state["MeasurementPeriod"] / 1e3)
+                    conn.sendall(self.counts_line())
+                except OSError:
+                    return
+                time.sleep(self.state["MeasurementPeriod"] / 1e3)
 
 
 EosSNSPD.simulator_class = EosSimulator

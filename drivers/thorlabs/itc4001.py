@@ -21,7 +21,7 @@ from typing import Any
 from qlab.errors import InstrumentError, ProtocolError
 from qlab.instruments.laser import Laser
 from qlab.sim.device import DeviceSimulator
-from qlab.sim.scpi import ERR_DATA_RANGE, ERR_SETTINGS_CONFLICT, ScpiParser, parse_bool, parse_number
+from qlab.sim.scpi import ERR_DATA_RANGE, ERR_SETTINGS_CONFLICT, ScpiParser, handle_scpi_lines, parse_bool, parse_number
 
 IDN = "Thorlabs,ITC4001,M00404162,1.8.0/1.5.0/2.3.0"
 
@@ -197,11 +197,7 @@ class ITC4001Simulator(DeviceSimulator):
         self._couple()
 
     def handle(self) -> None:
-        while (i := self.inbuf.find(b"\n")) >= 0:
-            line = bytes(self.inbuf[:i]).decode("ascii", "replace").strip()
-            del self.inbuf[: i + 1]
-            for reply in self.scpi.execute(line):
-                self.reply(reply.encode() + b"\n")
+        handle_scpi_lines(self, self.scpi)
 
     # -- physical controls of the simulated front panel ----------------------------------------------------
     def set_interlock(self, closed: bool) -> None:

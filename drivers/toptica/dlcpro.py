@@ -209,15 +209,9 @@ class DLCProSimulator(DeviceSimulator):
 
     # -- monitoring line (qlab sim serve dlcpro --tcp PORT serves it on PORT + 1) ------------------------
     def serve_second_port(self, port: int, stop: threading.Event) -> None:
-        srv = socket.create_server(("127.0.0.1", port))
-        srv.settimeout(0.2)
-        with srv:
-            while not stop.is_set():
-                try:
-                    conn, _ = srv.accept()
-                except TimeoutError:
-                    continue
-                threading.Thread(target=self._monitor, args=(conn, stop), daemon=True).start()
+        from qlab.sim.serve import serve_clients
+
+        serve_clients(port, stop, self._monitor)
 
     def _monitor(self, conn: socket.socket, stop: threading.Event) -> None:
         subs: dict[str, float] = {}

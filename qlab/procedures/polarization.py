@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 
 from qlab.errors import QlabError
+from qlab.optics import PLATE_RETARDANCE as RETARDANCE
 from qlab.procedures.engine import Param, Procedure, RunContext
 from qlab.procedures.measure import light_on
 from qlab.procedures.visibility import measure_visibilities
 
 SAMPLES_PER_SWEEP = 8
-RETARDANCE = {"half": 0.5, "quarter": 0.25, "paddle": 0.5}
+
 ARMS = (("H", "V"), ("D", "A"))  # Alice's / Bob's two analyzer arms: Z and X measurements
 
 

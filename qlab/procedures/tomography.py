@@ -15,11 +15,10 @@ import numpy as np
 from qlab import optics
 from qlab.analysis.tomography import reconstruct
 from qlab.errors import QlabError
+from qlab.optics import PLATE_RETARDANCE as RETARDANCE
 from qlab.procedures.engine import Param, Procedure, RunContext
 from qlab.procedures.measure import integrate, light_on
 from qlab.procedures.visibility import set_analyzers
-
-RETARDANCE = {"half": 0.5, "quarter": 0.25, "paddle": 0.5}
 
 
 class TomographyProcedure(Procedure):

@@ -168,30 +168,26 @@ class SimLab:
     def pump_power_mw(self) -> float:
         return sum(self.laser_power_mw(n) for n in self.lasers)
 
+    def _plate(self, instrument: str, axis: str) -> Waveplate:
+        for party in PARTIES:
+            for stage in STAGE_ORDER:
+                wp = self.waveplates[party][stage].get(f"{instrument}.{axis}")
+                if wp is not None:
+                    return wp
+        raise KeyError(f"{instrument}.{axis} is not a wave plate or retarder in the simulated optics")
+
     def set_waveplate(self, instrument: str, axis: str, angle_deg: float) -> None:
         with self._lock:
             self._catch_up()
-            for party in PARTIES:
-                for stage in STAGE_ORDER:
-                    wp = self.waveplates[party][stage].get(f"{instrument}.{axis}")
-                    if wp is not None:
-                        wp.angle_deg = float(angle_deg)
-                        self._dirty = True
-                        return
-            raise KeyError(f"{instrument}.{axis} is not a waveplate in the simulated optics")
+            self._plate(instrument, axis).angle_deg = float(angle_deg)
+            self._dirty = True
 
     def set_retardance(self, instrument: str, axis: str, retardance_waves: float) -> None:
         """A voltage-driven retarder (fibre squeezer): the axis is fixed, the retardance changes."""
         with self._lock:
             self._catch_up()
-            for party in PARTIES:
-                for stage in STAGE_ORDER:
-                    wp = self.waveplates[party][stage].get(f"{instrument}.{axis}")
-                    if wp is not None:
-                        wp.retardance_waves = float(retardance_waves)
-                        self._dirty = True
-                        return
-            raise KeyError(f"{instrument}.{axis} is not a retarder in the simulated optics")
+            self._plate(instrument, axis).retardance_waves = float(retardance_waves)
+            self._dirty = True
 
     def set_detector(self, name: str, **changes) -> None:
         with self._lock:

@@ -89,3 +89,12 @@ def parse_number(text: str, unit: str = "") -> float:
     if unit and t.upper().endswith(unit.upper()):
         t = t[: -len(unit)]
     return float(t)
+
+
+def handle_scpi_lines(device, parser: ScpiParser, terminator: bytes = b"\n") -> None:
+    """Run every complete line in ``device.inbuf`` through ``parser``; each query's answer is one line."""
+    while (i := device.inbuf.find(terminator)) >= 0:
+        line = bytes(device.inbuf[:i]).decode("ascii", "replace").strip()
+        del device.inbuf[: i + len(terminator)]
+        for reply in parser.execute(line):
+            device.reply(reply.encode() + terminator)

@@ -115,3 +115,16 @@ def serve(model: str, config: str | None = None, pty: bool = False, tcp_port: in
     finally:
         srv.close()
     return 0
+
+
+def serve_clients(port: int, stop: threading.Event, session) -> None:
+    """Accept connections on 127.0.0.1:``port`` until ``stop``; each runs ``session(conn, stop)`` in a thread."""
+    srv = socket.create_server(("127.0.0.1", port))
+    srv.settimeout(0.2)
+    with srv:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=session, args=(conn, stop), daemon=True).start()
