@@ -15,7 +15,7 @@ import numpy as np
 
 from qlab.errors import AnalysisError
 from qlab.instruments.tagger import TagChunk
-from qlab.stream.kernels import pair_differences
+from qlab.stream.kernels import pair_indices
 
 
 @dataclass
@@ -35,11 +35,12 @@ class ClockSync:
 def _differences(ta: np.ndarray, tb: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
     cap = max(1024, 4 * ta.size)
     while True:
-        out_t = np.empty(cap, np.int64)
-        out_d = np.empty(cap, np.int64)
-        m = pair_differences(ta, tb, int(np.floor(lo)), int(np.ceil(hi)), out_t, out_d)
+        out_i = np.empty(cap, np.int64)
+        out_j = np.empty(cap, np.int64)
+        m = pair_indices(ta, tb, int(np.floor(lo)), int(np.ceil(hi)), out_i, out_j)
         if m >= 0:
-            return out_t[:m], out_d[:m]
+            t = ta[out_i[:m]]
+            return t, tb[out_j[:m]] - t
         cap *= 4
 
 

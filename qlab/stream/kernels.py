@@ -164,33 +164,11 @@ def start_stop_histogram(t, c, lut, a, b, delay, lo, bin_ps, nbins, hist):
 
 
 @nb.njit(cache=True, nogil=True)
-def pair_differences(ta, tb, lo, hi, out_t, out_d):
-    """For sorted streams ta, tb: every pair with tb - ta in [lo, hi]; writes (ta, tb - ta).
+def pair_indices(ta, tb, lo, hi, out_i, out_j):
+    """Every index pair (i in ta, j in tb) of sorted streams with tb[j] - ta[i] in [lo, hi].
 
     Returns the number written, or -1 if the outputs are too small.
     """
-    m = 0
-    j0 = 0
-    nb_ = tb.size
-    cap = out_t.size
-    for i in range(ta.size):
-        t = ta[i]
-        while j0 < nb_ and tb[j0] < t + lo:
-            j0 += 1
-        j = j0
-        while j < nb_ and tb[j] <= t + hi:
-            if m >= cap:
-                return -1
-            out_t[m] = t
-            out_d[m] = tb[j] - t
-            m += 1
-            j += 1
-    return m
-
-
-@nb.njit(cache=True, nogil=True)
-def pair_indices(ta, tb, lo, hi, out_i, out_j):
-    """Like ``pair_differences`` but returns the index pairs (i in ta, j in tb) with tb[j] - ta[i] in [lo, hi]."""
     m = 0
     j0 = 0
     nb_ = tb.size
