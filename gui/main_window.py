@@ -34,6 +34,7 @@ from qlab.gui.workers import AcquisitionWorker, Bridge, ProcedureRunner
 
 from qlab.lab import Lab
 from qlab.procedures import PROCEDURES
+from qlab.procedures.engine import RunEngine
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 HISTORY_S = 60.0
@@ -278,11 +279,7 @@ class MainWindow(QMainWindow):
 
     def _toggle_record(self, on: bool) -> None:
         if on:
-            path = self.runner.engine.new_run_path("live") if self.runner.engine else None
-            if path is None:
-                from qlab.procedures.engine import RunEngine
-
-                path = RunEngine(self.lab).new_run_path("live")
+            path = RunEngine(self.lab).new_run_path("live")
             threading.Thread(target=self.acq.start_recording, args=(path,), daemon=True).start()
         else:
             threading.Thread(target=self.acq.stop_recording, daemon=True).start()
@@ -362,15 +359,11 @@ class MainWindow(QMainWindow):
             panel.update_state(state)
         if "output" in state:
             trips = [k for k, v in state["protection"].items() if v]
-            lasers = self._laser_states()
-            lasers[name] = state["output"]
+            lasers = {**self._laser_cache, name: state["output"]}
             text = ", ".join(f"{n} {'ON' if on else 'off'}" for n, on in lasers.items())
             self.laser_label.setText(f"laser: {text}" + (f" — INTERLOCK {', '.join(trips)}" if trips else ""))
             self.laser_label.setStyleSheet("color: #c00; font-weight: bold" if state["output"] or trips else "")
             self._laser_cache[name] = state["output"]
-
-    def _laser_states(self) -> dict[str, bool]:
-        return dict(self._laser_cache)
 
     def _poll_instruments(self) -> None:
         """Poller thread: reads what the panels show, through the instruments' own workers."""

@@ -17,6 +17,11 @@ KETS = {"H": H, "V": V, "D": D, "A": A, "R": R, "L": L}
 PLATE_RETARDANCE = {"half": 0.5, "quarter": 0.25, "paddle": 0.5}  # waves, by the config's plate type
 
 
+def axis_retardance(axis) -> float:
+    """Retardance in waves of a configured axis: its ``retardance_waves`` if given, else by plate type."""
+    return axis.retardance_waves if axis.retardance_waves is not None else PLATE_RETARDANCE[axis.plate]
+
+
 def projector(ket: np.ndarray) -> np.ndarray:
     return np.outer(ket, ket.conj())
 

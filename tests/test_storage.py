@@ -112,7 +112,7 @@ def test_live_read_while_recording(tmp_path: Path) -> None:
         seen = []
         for _ in range(3):
             flushed = int(proc.stdout.readline())
-            with RunReader(path, live=True) as r:
+            with RunReader(path) as r:
                 seen.append(r.n_tags())
                 assert not r.complete
                 assert r.settings_log()[0]["instrument"] == "pump"
@@ -142,7 +142,7 @@ def test_kill_9_leaves_a_readable_file_with_every_flushed_chunk(tmp_path: Path) 
     flushed = int(proc.stdout.readline())
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    with RunReader(path, live=False) as r:
+    with RunReader(path) as r:
         assert r.n_tags() >= flushed
         t = r.read_all().timestamps
         assert t.size == r.n_tags() and np.all(np.diff(t) > 0)

@@ -17,10 +17,6 @@ from qlab.stream.delays import find_delays
 BBM92_ROLES = {f"{p}.{k}" for p in ("alice", "bob") for k in "HVDA"}
 
 
-def _chain(first: list[TagChunk], rest: Iterator[TagChunk]) -> Iterator[TagChunk]:
-    return itertools.chain(first, rest)
-
-
 def parse_roles(text: str) -> dict[str, int]:
     roles: dict[str, int] = {}
     for item in text.split(","):
@@ -48,7 +44,7 @@ def open_stream(path: str | Path) -> tuple[Iterator[TagChunk], Any]:
     if magic.startswith(b"\x89HDF"):
         from qlab.storage.reader import RunReader
 
-        r = RunReader(p, live=False)
+        r = RunReader(p)
         if len(r.groups) > 1:
             r.close()
             raise NotBuiltError("two-tagger files need clock synchronisation in qlab analyze (issue #5)")
@@ -89,7 +85,7 @@ def analyze_file(path: str | Path, roles: str | None = None, window_ps: int | No
         groups = [g for g in cfg.config.analysis.nfold_groups if all(r in role_map for r in g)]
         nfold = NFoldCounter([[role_map[r] for r in g] for g in groups], window, int_delays) if groups else None
         kept: list[TagChunk] = []  # key distillation needs the whole block (bounded by the file's size)
-        for chunk in _chain(first, stream):
+        for chunk in itertools.chain(first, stream):
             counter.process(chunk)
             if nfold is not None:
                 nfold.process(chunk)

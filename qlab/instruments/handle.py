@@ -57,10 +57,15 @@ class InstrumentHandle:
             else:
                 fut.set_result(result)
 
+    def _resolve(self, method: str | Callable) -> Callable:
+        """A method name of the instrument, or a callable taking the instrument first."""
+        if isinstance(method, str):
+            return getattr(self.instrument, method)
+        return lambda *a, **k: method(self.instrument, *a, **k)
+
     def submit(self, method: str | Callable, *args: Any, **kwargs: Any) -> Future:
         """Queue a call; ``method`` is a method name of the instrument or a callable taking it."""
-        fn = getattr(self.instrument, method) if isinstance(method, str) else (
-            lambda *a, **k: method(self.instrument, *a, **k))
+        fn = self._resolve(method)
         fut: Future = Future()
         if not self._thread.is_alive():
             fut.set_exception(InstrumentError(self.name, "instrument worker has stopped"))
@@ -70,8 +75,7 @@ class InstrumentHandle:
 
     def call(self, method: str | Callable, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
         if threading.current_thread() is self._thread:  # re-entrant use from inside a call
-            fn = getattr(self.instrument, method) if isinstance(method, str) else method
-            return fn(*args, **kwargs) if isinstance(method, str) else fn(self.instrument, *args, **kwargs)
+            return self._resolve(method)(*args, **kwargs)
         return self.submit(method, *args, **kwargs).result(timeout)
 
     def __getattr__(self, attr: str) -> Any:

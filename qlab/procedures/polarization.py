@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from qlab.errors import QlabError
-from qlab.optics import PLATE_RETARDANCE as RETARDANCE
+from qlab.optics import axis_retardance
 from qlab.procedures.engine import Param, Procedure, RunContext
 from qlab.procedures.measure import light_on
 from qlab.procedures.visibility import measure_visibilities
@@ -47,8 +47,9 @@ class PolarizationProcedure(Procedure):
         inst = comps[0]
         axes = lab[inst].axes()
         lo, hi = lab[inst].instrument.limits.bounds("position_deg")
-        lo = 0.0 if lo is None else max(lo, 0.0) if lo <= 0 else lo
-        hi = 180.0 if hi is None else min(hi, lo + 180.0)
+        # Plates repeat every 180°: search one period inside the controller's travel.
+        lo = max(0.0, lo if lo is not None else 0.0)
+        hi = min(hi if hi is not None else lo + 180.0, lo + 180.0)
         light_on(lab)
         before = measure_visibilities(ctx, self.integration_s)
         pos = {ax: float(np.clip(np.mod(lab[inst].position(ax), 180.0), lo, hi)) for ax in axes}
@@ -94,7 +95,7 @@ class PolarizationProcedure(Procedure):
         for inst in ctx.lab.controllers(party, stage):
             for ax, a in ctx.lab.config.instruments[inst].axes.items():
                 angles.append(ctx.lab[inst].position(ax))
-                rets.append(a.retardance_waves if a.retardance_waves is not None else RETARDANCE[a.plate])
+                rets.append(axis_retardance(a))
                 zeros.append(a.zero_deg)
         return angles, rets, zeros
 
@@ -123,7 +124,7 @@ class PolarizationProcedure(Procedure):
 
         lab = ctx.lab
         spec = lab.config.instruments[inst].axes
-        rets = [a.retardance_waves if a.retardance_waves is not None else RETARDANCE[a.plate] for a in spec.values()]
+        rets = [axis_retardance(a) for a in spec.values()]
         zeros = [a.zero_deg for a in spec.values()]
         other = "alice" if party == "bob" else "bob"
         z, x = np.array([0.0, 0, 1]), np.array([1.0, 0, 0])

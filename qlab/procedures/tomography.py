@@ -15,7 +15,6 @@ import numpy as np
 from qlab import optics
 from qlab.analysis.tomography import reconstruct
 from qlab.errors import QlabError
-from qlab.optics import PLATE_RETARDANCE as RETARDANCE
 from qlab.procedures.engine import Param, Procedure, RunContext
 from qlab.procedures.measure import integrate, light_on
 from qlab.procedures.visibility import set_analyzers
@@ -37,8 +36,7 @@ class TomographyProcedure(Procedure):
         inst = names[0]
         axes_cfg = ctx.lab.config.instruments[inst].axes
         axes = list(axes_cfg)
-        rets = [a.retardance_waves if a.retardance_waves is not None else RETARDANCE[a.plate]
-                for a in axes_cfg.values()]
+        rets = [optics.axis_retardance(a) for a in axes_cfg.values()]
         zeros = [a.zero_deg for a in axes_cfg.values()]
         if len(axes) < 3:
             raise QlabError(f"{inst}: tomography needs three plates (QWP-HWP-QWP) to reach every projection")

@@ -120,9 +120,7 @@ class SimLab:
             elif kind == "polarization":
                 stage = self.waveplates[inst.optics.party][inst.optics.stage]
                 for ax, a in inst.axes.items():
-                    ret = a.retardance_waves if a.retardance_waves is not None else (
-                        0.25 if a.plate == "quarter" else 0.5)
-                    stage[f"{name}.{ax}"] = Waveplate(ret, a.zero_deg)
+                    stage[f"{name}.{ax}"] = Waveplate(optics.axis_retardance(a), a.zero_deg)
         self._det_names = list(self.detectors)
         self._tagger_names = list(self.taggers)
         self._gen_true_ps = 0  # true time up to which physics has been generated

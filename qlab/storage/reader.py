@@ -18,7 +18,7 @@ from qlab.instruments.tagger import TagChunk
 class RunReader:
     """Open a run file for reading; safe while the writer is still recording (SWMR)."""
 
-    def __init__(self, path: str | Path, live: bool = True):  # noqa: ARG002 - kept for callers' clarity
+    def __init__(self, path: str | Path):
         self.path = Path(path)
         # SWMR read works for files being written, files left by a killed writer (whose superblock still
         # says "open for write") and finished files alike; plain mode covers non-SWMR HDF5 files.
