@@ -1,5 +1,10 @@
-"""PicoQuant MultiHarp (and HydraHarp, same T2 records) in T2 mode: driver over the vendor library (ctypes)
-and an API-level simulated library fed by the simulated lab.
+"""PicoQuant MultiHarp and HydraHarp in T2 mode: drivers over the vendor libraries (ctypes) and API-level
+simulated libraries fed by the simulated lab.
+
+The two libraries share their calls under different prefixes (``MH_`` in mhlib, ``HH_`` in hhlib) and the
+same T2 record layout (HydraHarp record version 2). The HydraHarp differs where its hardware does: it must
+be calibrated after initialisation, its inputs are constant-fraction discriminators (level and zero-cross
+in mV, magnitudes) rather than edge triggers, and ``HH_ReadFiFo`` takes the buffer length as an argument.
 
 The driver decodes the device's 32-bit T2 FIFO records itself: bit 31 special, bits 25–30 channel, bits
 0–24 time tag; special with channel 0x3F is an overflow whose time tag counts the 2^25 wraps. Channels are
@@ -8,7 +13,7 @@ reported 1-based (front-panel numbering); sync events (special, channel 0) and m
 Config block::
 
     tagger:
-      driver: picoquant.multiharp
+      driver: picoquant.multiharp      # or picoquant.hydraharp
       backend: "0"           # device index; or sim
       settings: {trigger_levels_v: {1: -0.05}}
 """
@@ -27,7 +32,6 @@ MODE_T2 = 2
 FIFO_RECORDS = 1_048_576
 T2_WRAP = 1 << 25
 FLAG_FIFOFULL = 0x0002
-LIB_NAMES = ("libmhlib.so", "mhlib64.dll", "mhlib.dll")
 
 
 def decode_t2(records: np.ndarray, overflows: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -47,6 +51,8 @@ def decode_t2(records: np.ndarray, overflows: int) -> tuple[np.ndarray, np.ndarr
 class PicoQuantMultiHarp(TimeTagger):
     model = "PicoQuant MultiHarp"
     transport_kind = "sdk"
+    prefix = "MH_"
+    lib_names: tuple[str, ...] = ("libmhlib.so", "mhlib64.dll", "mhlib.dll")
 
     def __init__(self, *args: Any, lib: Any = None, **kw: Any):
         super().__init__(*args, **kw)
@@ -61,58 +67,67 @@ class PicoQuantMultiHarp(TimeTagger):
 
     @classmethod
     def simulated(cls, name: str, sim: Any, limits: Any, cfg: Any, options: dict) -> PicoQuantMultiHarp:
-        lib = SimulatedMHLib(sim, name)
+        lib = cls.simulated_library(sim, name)
         sim.device_sims[name] = lib
         return cls(name, limits=limits, clock=sim.clock, options=options, lib=lib)
 
-    def _check(self, code: int, what: str) -> None:
+    def _call(self, fn: str, *args: Any) -> None:
+        """Call ``<prefix><fn>`` of the vendor library; a negative return code becomes an InstrumentError."""
+        code = getattr(self.lib, self.prefix + fn)(*args)
         if code < 0:
             text = ctypes.create_string_buffer(40)
-            self.lib.MH_GetErrorString(text, code)
-            raise InstrumentError(self.name, f"{what} failed: {code} {text.value.decode(errors='replace')}")
+            getattr(self.lib, self.prefix + "GetErrorString")(text, code)
+            raise InstrumentError(self.name, f"{self.prefix}{fn} failed: {code} {text.value.decode(errors='replace')}")
 
     def _open(self) -> None:
         if self.lib is None:
-            for lib_name in LIB_NAMES:
+            for lib_name in self.lib_names:
                 try:
                     self.lib = ctypes.CDLL(lib_name)
                     break
                 except OSError:
                     continue
             else:
-                raise InstrumentError(self.name, "PicoQuant mhlib is not installed; install the vendor library "
-                                                 "or use backend: sim")
+                raise InstrumentError(self.name, f"the PicoQuant library ({self.lib_names[0]}) is not installed; "
+                                                 "install the vendor software or use backend: sim")
         backend = self.options.get("backend", "0")
         self.dev = 0 if backend in ("", "sim") else int(backend)
         serial = ctypes.create_string_buffer(8)
-        self._check(self.lib.MH_OpenDevice(self.dev, serial), "MH_OpenDevice")
+        self._call("OpenDevice", self.dev, serial)
         self._serial = serial.value.decode(errors="replace")
-        self._check(self.lib.MH_Initialize(self.dev, MODE_T2, 0), "MH_Initialize")
+        self._call("Initialize", self.dev, MODE_T2, 0)
+        self._after_initialize()
         res, steps, n = ctypes.c_double(), ctypes.c_int(), ctypes.c_int()
-        self._check(self.lib.MH_GetBaseResolution(self.dev, ctypes.byref(res), ctypes.byref(steps)), "resolution")
-        self._check(self.lib.MH_GetNumOfInputChannels(self.dev, ctypes.byref(n)), "channels")
+        self._call("GetBaseResolution", self.dev, ctypes.byref(res), ctypes.byref(steps))
+        self._call("GetNumOfInputChannels", self.dev, ctypes.byref(n))
         self.resolution_ps = res.value
         self._channels = list(range(1, n.value + 1))
 
+    def _after_initialize(self) -> None:
+        """Model-specific steps between initialisation and use (none on the MultiHarp)."""
+
+    def _read_fifo(self, n: Any) -> None:
+        self._call("ReadFiFo", self.dev, self._buf, ctypes.byref(n))
+
     def _close(self) -> None:
         self.stop_stream()
-        self.lib.MH_CloseDevice(self.dev)
+        getattr(self.lib, self.prefix + "CloseDevice")(self.dev)
 
     def identify(self) -> str:
-        return f"PicoQuant MultiHarp serial {self._serial}, {self.resolution_ps:g} ps base resolution"
+        return f"{self.model} serial {self._serial}, {self.resolution_ps:g} ps base resolution"
 
     def channels(self) -> list[int]:
         return self._channels
 
     def _set_delay(self, channel: int, delay_ps: int) -> None:
-        self._check(self.lib.MH_SetInputChannelOffset(self.dev, channel - 1, int(delay_ps)), "channel offset")
+        self._call("SetInputChannelOffset", self.dev, channel - 1, int(delay_ps))
         self._delays[channel] = int(delay_ps)
 
     def delay(self, channel: int) -> int:
         return self._delays.get(channel, 0)
 
     def _set_trigger_level(self, channel: int, level_v: float) -> None:
-        self._check(self.lib.MH_SetInputEdgeTrg(self.dev, channel - 1, int(round(level_v * 1000)), 1), "trigger")
+        self._call("SetInputEdgeTrg", self.dev, channel - 1, int(round(level_v * 1000)), 1)
         self._levels[channel] = level_v
 
     def trigger_level(self, channel: int) -> float:
@@ -120,25 +135,25 @@ class PicoQuantMultiHarp(TimeTagger):
 
     def start_stream(self, channels: list[int] | None = None) -> None:
         self.stop_stream()
-        self._check(self.lib.MH_StartMeas(self.dev, 360_000_000), "MH_StartMeas")
+        self._call("StartMeas", self.dev, 360_000_000)
         self._ofl = 0
         self._t_read_units = 0
         self._running = True
 
     def stop_stream(self) -> None:
         if self._running:
-            self.lib.MH_StopMeas(self.dev)
+            getattr(self.lib, self.prefix + "StopMeas")(self.dev)
             self._running = False
 
     def read_chunk(self) -> TagChunk:
         if not self._running:
             self.start_stream()
         n = ctypes.c_int()
-        self._check(self.lib.MH_ReadFiFo(self.dev, self._buf, ctypes.byref(n)), "MH_ReadFiFo")
+        self._read_fifo(n)
         records = np.frombuffer(self._buf, np.uint32, count=n.value)
         times, chans, self._ofl = decode_t2(records, self._ofl)
         flags = ctypes.c_int()
-        self._check(self.lib.MH_GetFlags(self.dev, ctypes.byref(flags)), "MH_GetFlags")
+        self._call("GetFlags", self.dev, ctypes.byref(flags))
         t0 = int(round(self._t_read_units * self.resolution_ps))
         end_units = max(self._ofl * T2_WRAP, int(times[-1]) + 1 if times.size else 0, self._t_read_units)
         self._t_read_units = end_units
@@ -146,6 +161,24 @@ class PicoQuantMultiHarp(TimeTagger):
         gaps = np.array([[t0, int(round(end_units * self.resolution_ps))]], np.int64) if flags.value & FLAG_FIFOFULL \
             else np.zeros((0, 2), np.int64)
         return TagChunk(ts, (chans + 1).astype(np.int16), t0, int(round(end_units * self.resolution_ps)), gaps)
+
+
+class PicoQuantHydraHarp(PicoQuantMultiHarp):
+    model = "PicoQuant HydraHarp"
+    prefix = "HH_"
+    lib_names = ("libhh400.so", "hhlib64.dll", "hhlib.dll")
+    zero_cross_mv = 10
+
+    def _after_initialize(self) -> None:
+        self._call("Calibrate", self.dev)  # the HydraHarp refuses to measure uncalibrated
+
+    def _set_trigger_level(self, channel: int, level_v: float) -> None:
+        # CFD levels are magnitudes (the detector pulse polarity is set by the hardware, not the call).
+        self._call("SetInputCFD", self.dev, channel - 1, int(round(abs(level_v) * 1000)), self.zero_cross_mv)
+        self._levels[channel] = level_v
+
+    def _read_fifo(self, n: Any) -> None:
+        self._call("ReadFiFo", self.dev, self._buf, FIFO_RECORDS, ctypes.byref(n))
 
 
 # ==== simulated library ========================================================================================
@@ -277,4 +310,48 @@ def _overflows(n: int) -> np.ndarray:
     return np.array([(1 << 31) | (0x3F << 25) | c for c in counts], np.uint32)
 
 
-PicoQuantMultiHarp.simulator_class = None  # simulated at the API level (SimulatedMHLib), not on a wire
+class SimulatedHHLib(SimulatedMHLib):
+    """hhlib: the same calls under ``HH_``, plus calibration, CFD inputs and ReadFiFo's count argument."""
+
+    model_id = "hydraharp"
+    ERRORS = {**SimulatedMHLib.ERRORS, -1: "HH_ERROR_DEVICE_OPEN_FAIL", -5: "HH_ERROR_INVALID_ARGUMENT",
+              -16: "HH_ERROR_INVALID_MODE", -37: "HH_ERROR_NOT_CALIBRATED"}
+    N_INPUTS = 8
+
+    def __init__(self, lab: Any, name: str):
+        super().__init__(lab, name, resolution_ps=1.0)
+        self.calibrated = False
+
+    def __getattr__(self, attr: str) -> Any:
+        # Calls the two libraries share keep their MultiHarp behaviour under the HH_ prefix.
+        if attr.startswith("HH_"):
+            return getattr(self, "MH_" + attr[3:])
+        raise AttributeError(attr)
+
+    def MH_GetErrorString(self, buf: Any, code: int) -> int:  # noqa: N802 - vendor API
+        text = self.ERRORS.get(code, f"HH_ERROR_{-code}").encode()
+        ctypes.memmove(buf, text, min(len(text), len(buf) - 1))
+        return 0
+
+    def HH_Calibrate(self, dev: int) -> int:  # noqa: N802
+        self.calibrated = self.mode in (2, 3)
+        return 0 if self.calibrated else -16
+
+    def HH_SetInputCFD(self, dev: int, ch: int, level_mv: int, zc_mv: int) -> int:  # noqa: N802
+        if not (0 <= level_mv <= 1000 and 0 <= zc_mv <= 40) or not 0 <= ch < self.N_INPUTS:
+            return -5
+        self.lab.set_tagger_input(self.name, ch + 1, trigger_v=level_mv / 1000)
+        return 0
+
+    def HH_StartMeas(self, dev: int, tacq_ms: int) -> int:  # noqa: N802
+        return self.MH_StartMeas(dev, tacq_ms) if self.calibrated else -37
+
+    def HH_ReadFiFo(self, dev: int, buf: Any, count: int, nactual: Any) -> int:  # noqa: N802
+        if count > len(buf) or count <= 0:
+            return -5
+        return self.MH_ReadFiFo(dev, buf, nactual)
+
+
+PicoQuantMultiHarp.simulated_library = SimulatedMHLib
+PicoQuantHydraHarp.simulated_library = SimulatedHHLib
+PicoQuantMultiHarp.simulator_class = None  # simulated at the API level (simulated libraries), not on a wire

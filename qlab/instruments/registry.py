@@ -30,6 +30,8 @@ _ENTRIES = [
     DriverEntry("excelitas.spcm", "qlab.drivers.excelitas.spcm", "SPCM", "detector", "spcm"),
     DriverEntry("picoquant.multiharp", "qlab.drivers.picoquant.multiharp", "PicoQuantMultiHarp", "tagger",
                 "multiharp"),
+    DriverEntry("picoquant.hydraharp", "qlab.drivers.picoquant.multiharp", "PicoQuantHydraHarp", "tagger",
+                "hydraharp"),
     DriverEntry("swabian.timetagger", "qlab.drivers.swabian.timetagger", "SwabianTimeTagger", "tagger",
                 "swabian"),
 ]
