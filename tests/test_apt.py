@@ -52,6 +52,59 @@ def test_k10cr1_frames_simulator_and_transcript() -> None:
     assert drv2.position("hwp") == pytest.approx(45.0, abs=1e-4) and rt.finished
 
 
+MPC_AXES = {"paddle1": {"address": 1}, "paddle2": {"address": 2}, "paddle3": {"address": 4}}
+
+
+def _mpc(transport):
+    from qlab.drivers.thorlabs.mpc320 import MPC320
+
+    return MPC320("pc", transport=transport, limits=Limits("pc", {"position_deg": Limit(min=0, max=170)}),
+                  options={"axes": MPC_AXES})
+
+
+def _mpc_session(drv) -> None:
+    drv.move_absolute(85.0, "paddle2")
+    assert drv.position("paddle2") == pytest.approx(85.0, abs=0.2)  # 1370 steps per 170°
+    drv.set_velocity_percent(80)
+
+
+def test_mpc320_frames_simulator_and_transcript() -> None:
+    from qlab.drivers.thorlabs.mpc320 import MPC320Simulator
+
+    tr = SimLinkTransport("pc", MPC320Simulator(None, "mpc320", {"axes": MPC_AXES}))
+    tr.log = []
+    drv = _mpc(tr).open()
+    assert "MPC320" in drv.identify()
+    _mpc_session(drv)
+    pairs = pairs_from_log(tr.log)
+    writes = [w for w, _ in pairs]
+    replies = {w: r for w, r in pairs}
+    assert writes[0] == bytes.fromhex("050000005001")  # HW_REQ_INFO
+    assert writes[1] == bytes.fromhex("310500005001")  # POL_REQ_PARAMS
+    # POL_GET_PARAMS: <H 0><H velocity %><H home><H jog1..3>, 12 data bytes (long frame, dest|0x80).
+    assert pairs[1][1] == bytes.fromhex("32050c008150") + struct.pack("<HHHHHH", 0, 50, 685, 25, 25, 25)
+    # Paddle 2 is channel bitmask 0x02; 85° = 685 steps; completion is the header-only MOVE_COMPLETED.
+    assert writes[2] == bytes.fromhex("53040600d001") + struct.pack("<Hi", 2, 685)
+    assert pairs[2][1] == bytes.fromhex("640402000150")
+    assert bytes.fromhex("110402005001") in writes  # MOT_REQ_POSCOUNTER for paddle 2
+    assert replies[bytes.fromhex("110402005001")] == bytes.fromhex("120406008150") + struct.pack("<Hi", 2, 685)
+    assert bytes.fromhex("30050c00d001") + struct.pack("<HHHHHH", 0, 80, 685, 25, 25, 25) in writes
+    assert pairs[-1][1] == bytes.fromhex("32050c008150") + struct.pack("<HHHHHH", 0, 80, 685, 25, 25, 25)
+    rt = TranscriptTransport("pc", pairs)
+    drv2 = _mpc(rt).open()
+    _mpc_session(drv2)
+    assert rt.finished
+
+
+def test_mpc320_refuses_bad_velocity_and_travel() -> None:
+    from qlab.drivers.thorlabs.mpc320 import MPC320Simulator
+
+    drv = _mpc(SimLinkTransport("pc", MPC320Simulator(None, "mpc320", {"axes": MPC_AXES}))).open()
+    with pytest.raises(InstrumentError, match="velocity must be 10-100"):
+        drv.set_velocity_percent(5)
+        drv.position("paddle1")  # the device answers the bad parameters with an error frame
+
+
 def test_k10cr1_quirk_no_move_without_velocity_parameters() -> None:
     from qlab.drivers.thorlabs.apt import Frame
     from qlab.drivers.thorlabs.k10cr1 import K10CR1Simulator
