@@ -27,6 +27,12 @@ def build_transport(cls: type, name: str, backend: str, timeout_s: float) -> Any
         from qlab.transport.visa import VisaTransport
 
         return VisaTransport(name, backend, **terms)
+    if kind == "zmq":
+        from qlab.transport.tcp import parse_host_port
+        from qlab.transport.zmq_link import ZmqReqTransport
+
+        host, port = parse_host_port(backend.removeprefix("tcp://"), cls.default_port)
+        return ZmqReqTransport(name, host, port, **terms)
     if kind == "tcp":
         from qlab.transport.tcp import TcpTransport, parse_host_port
 

@@ -25,6 +25,7 @@ _ENTRIES = [
     DriverEntry("ozoptics.epc400", "qlab.drivers.ozoptics.epc400", "EPC400", "polarization", "epc400"),
     DriverEntry("thorlabs.itc4001", "qlab.drivers.thorlabs.itc4001", "ITC4001", "laser", "itc4001"),
     DriverEntry("idquantique.id120", "qlab.drivers.idquantique.id120", "ID120", "detector", "id120"),
+    DriverEntry("idquantique.id1000", "qlab.drivers.idquantique.id1000", "ID1000", "tagger", "id1000"),
     DriverEntry("toptica.dlcpro", "qlab.drivers.toptica.dlcpro", "DLCPro", "laser", "dlcpro"),
     DriverEntry("singlequantum.eos", "qlab.drivers.singlequantum.eos", "EosSNSPD", "detector", "eos"),
     DriverEntry("excelitas.spcm", "qlab.drivers.excelitas.spcm", "SPCM", "detector", "spcm"),

@@ -6,6 +6,7 @@ it were hardware. The device is coupled to a simulated lab built from the given 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import socket
@@ -56,6 +57,16 @@ def serve(model: str, config: str | None = None, pty: bool = False, tcp_port: in
           stop: threading.Event | None = None) -> int:
     dev, lab = _device(model, config, name)
     stop = stop or threading.Event()
+    own_server = getattr(dev, "serve_tcp", None)  # message-framed devices (ZeroMQ) serve their own sockets
+    if own_server is not None:
+        if pty or tcp_port is None:
+            raise QlabError(f"{model} is a network device: give --tcp PORT")
+        print(f"127.0.0.1:{tcp_port}", flush=True)
+        print(f"simulated {model} on tcp 127.0.0.1:{tcp_port} (data on {tcp_port + 1}); Ctrl-C to stop",
+              file=sys.stderr)
+        with contextlib.suppress(KeyboardInterrupt):
+            own_server(tcp_port, stop, ready)
+        return 0
     if pty:
         master, slave = os.openpty()
         tty.setraw(slave)
