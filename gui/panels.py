@@ -176,6 +176,30 @@ class TaggerPanel(InstrumentPanel):
             self.form.addRow(f"in {ch} ({role})", box)
 
 
+class CounterPanel(InstrumentPanel):
+    """A hardware coincidence counter: window setting and the latest period's counts."""
+
+    def __init__(self, handle: InstrumentHandle, bridge: Bridge, wired: dict[int, str]):
+        super().__init__(handle, bridge)
+        lo, hi = handle.instrument.limits.bounds("coincidence_window_ps")
+        window = _spin(lo if lo is not None else 1000, hi if hi is not None else 50_000_000,
+                       10_000, 0, 1000, "ps")
+        window.valueChanged.connect(lambda v: self.submit("set_coincidence_window", int(v)))
+        self.form.addRow("window", window)
+        self.counts = QLabel("—")
+        self.counts.setObjectName(f"{handle.name}_counts")
+        self.form.addRow("counts", self.counts)
+        self.wired = wired
+
+    def poll(self) -> dict[str, Any]:
+        return {"reading": self.handle.instrument.read(wait_new=False)}
+
+    def update_state(self, s: dict[str, Any]) -> None:
+        reading = s.get("reading")
+        if reading is not None:
+            self.counts.setText("  ".join(f"{k} {v}" for k, v in reading.counts.items()))
+
+
 def make_panel(handle: InstrumentHandle, bridge: Bridge, wired: dict[int, str]) -> InstrumentPanel:
     kind = handle.kind
     if kind == "laser":
@@ -184,6 +208,8 @@ def make_panel(handle: InstrumentHandle, bridge: Bridge, wired: dict[int, str]) 
         return DetectorPanel(handle, bridge)
     if kind == "polarization":
         return ControllerPanel(handle, bridge)
+    if kind == "counter":
+        return CounterPanel(handle, bridge, wired)
     return TaggerPanel(handle, bridge, wired)
 
 

@@ -16,10 +16,13 @@ from qlab.instruments.registry import DRIVERS
 DEFAULT_CONFIG_NAME = "instruments.yaml"
 
 # Limit quantities each instrument kind understands; anything else is a typo the user must hear about.
+CLICK_INPUTS = ("tagger", "counter")  # kinds whose inputs detectors can be wired to
+
 LIMIT_QUANTITIES: dict[str, set[str]] = {
     "laser": {"current_a", "power_mw", "temperature_c"},
     "detector": {"bias_v", "bias_current_ua", "efficiency", "dead_time_ns", "threshold_v"},
     "tagger": {"delay_ps", "trigger_level_v"},
+    "counter": {"delay_ps", "coincidence_window_ps", "sampling_s"},
     "polarization": {"position_deg"},
 }
 
@@ -154,8 +157,8 @@ def _check_semantics(cfg: LabConfig, lines: dict[KeyPath, int], problems: list) 
             continue
         path: KeyPath = ("instruments", name, "channel")
         tag = cfg.instruments.get(inst.channel.tagger)
-        if tag is None or DRIVERS.get(tag.driver) is None or DRIVERS[tag.driver].kind != "tagger":
-            add((*path, "tagger"), f"{inst.channel.tagger!r} is not a time tagger in this file")
+        if tag is None or DRIVERS.get(tag.driver) is None or DRIVERS[tag.driver].kind not in CLICK_INPUTS:
+            add((*path, "tagger"), f"{inst.channel.tagger!r} is not a time tagger or coincidence counter in this file")
         key = (inst.channel.tagger, inst.channel.input)
         if key in inputs:
             add((*path, "input"), f"input {key[1]} of {key[0]} is already used by {inputs[key]}")
@@ -163,6 +166,6 @@ def _check_semantics(cfg: LabConfig, lines: dict[KeyPath, int], problems: list) 
         if inst.channel.role in roles:
             add((*path, "role"), f"role {inst.channel.role} is already taken by {roles[inst.channel.role]}")
         roles[inst.channel.role] = name
-    if not any(DRIVERS.get(i.driver) and DRIVERS[i.driver].kind == "tagger" for i in cfg.instruments.values()):
-        add(("instruments",), "the lab has no time tagger")
+    if not any(DRIVERS.get(i.driver) and DRIVERS[i.driver].kind in CLICK_INPUTS for i in cfg.instruments.values()):
+        add(("instruments",), "the lab has no time tagger or coincidence counter")
     return sim_params

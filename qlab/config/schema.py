@@ -96,6 +96,7 @@ KIND_SIM_MODELS: dict[str, type[Strict]] = {
     "laser": LaserSim,
     "detector": DetectorSim,
     "tagger": TaggerSim,
+    "counter": TaggerSim,  # its inputs see the same click streams a tagger would
     "polarization": ControllerSim,
 }
 

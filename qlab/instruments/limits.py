@@ -10,7 +10,7 @@ from qlab.errors import LimitError
 
 UNITS = {"current_a": "A", "power_mw": "mW", "temperature_c": "°C", "bias_v": "V", "bias_current_ua": "µA",
          "efficiency": "", "dead_time_ns": "ns", "threshold_v": "V", "delay_ps": "ps", "trigger_level_v": "V",
-         "position_deg": "deg"}
+         "position_deg": "deg", "coincidence_window_ps": "ps", "sampling_s": "s"}
 
 
 class Limits:

@@ -11,7 +11,7 @@ class DriverEntry:
     driver_id: str  # as written in instruments.yaml, e.g. "thorlabs.ell14"
     module: str
     cls: str
-    kind: str  # laser | detector | tagger | polarization
+    kind: str  # laser | detector | tagger | counter | polarization
     sim_model: str  # lower-case id used by `qlab sim list/serve`
 
     def load(self) -> type:
@@ -29,6 +29,7 @@ _ENTRIES = [
     DriverEntry("toptica.dlcpro", "qlab.drivers.toptica.dlcpro", "DLCPro", "laser", "dlcpro"),
     DriverEntry("singlequantum.eos", "qlab.drivers.singlequantum.eos", "EosSNSPD", "detector", "eos"),
     DriverEntry("excelitas.spcm", "qlab.drivers.excelitas.spcm", "SPCM", "detector", "spcm"),
+    DriverEntry("tausand.abacus", "qlab.drivers.tausand.abacus", "Abacus", "counter", "abacus"),
     DriverEntry("picoquant.multiharp", "qlab.drivers.picoquant.multiharp", "PicoQuantMultiHarp", "tagger",
                 "multiharp"),
     DriverEntry("picoquant.hydraharp", "qlab.drivers.picoquant.multiharp", "PicoQuantHydraHarp", "tagger",

@@ -115,7 +115,7 @@ class SimLab:
                 ch = inst.channel
                 party, port = ch.role.split(".")
                 self.detectors[name] = DetectorState(name, party, port, ch.tagger, ch.input, params)
-            elif kind == "tagger":
+            elif kind in ("tagger", "counter"):  # a coincidence counter counts the same click streams
                 self.taggers[name] = TaggerState(name, params)
             elif kind == "polarization":
                 stage = self.waveplates[inst.optics.party][inst.optics.stage]

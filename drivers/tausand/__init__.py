@@ -1,0 +1,1 @@
+"""Tausand Electronics instruments."""

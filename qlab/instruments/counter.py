@@ -1,0 +1,104 @@
+"""Abstract coincidence unit (a hardware coincidence counter): counts singles and pair coincidences over a
+sampling period and reports the totals, no timestamps. Inputs are numbered 1.. in qlab, A.. on the panel."""
+
+from __future__ import annotations
+
+import string
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from qlab.errors import InstrumentError
+from qlab.instruments.base import Instrument, value
+
+
+def letter(channel: int) -> str:
+    return string.ascii_uppercase[channel - 1]
+
+
+@dataclass
+class CounterReading:
+    """One sampling period: ``counts`` by front-panel label ("A", "AB", ...), ``sampling_s`` its length in s,
+    ``data_id`` the device's sequence number of the period."""
+
+    counts: dict[str, int]
+    sampling_s: float
+    data_id: int
+
+    def single(self, channel: int) -> int:
+        return self.counts[letter(channel)]
+
+    def pair(self, a: int, b: int) -> int:
+        x, y = sorted((a, b))
+        return self.counts[letter(x) + letter(y)]
+
+    def rate_hz(self, label: str) -> float:
+        return self.counts[label] / self.sampling_s
+
+
+class CoincidenceUnit(Instrument):
+    kind = "counter"
+
+    def set_sampling_time(self, sampling_s: float) -> None:
+        """Length of one counting period, in s."""
+        self._require_open()
+        self._set_sampling_time(self.limits.check("sampling_s", sampling_s))
+
+    def set_coincidence_window(self, window_ps: int) -> None:
+        """Two clicks closer than ``window_ps`` count as a coincidence."""
+        self._require_open()
+        self._set_coincidence_window(int(self.limits.check("coincidence_window_ps", window_ps)))
+
+    def set_delay(self, channel: int, delay_ps: int) -> None:
+        """Delay added to input ``channel`` before coincidences are formed, in ps."""
+        self._require_open()
+        self._check_channel(channel)
+        self._set_delay(channel, int(self.limits.check("delay_ps", delay_ps)))
+
+    def _check_channel(self, channel: int) -> None:
+        if channel not in self.channels():
+            raise InstrumentError(self.name, f"no input {channel}; inputs are {self.channels()}")
+
+    def apply_settings(self, settings: dict[str, Any]) -> None:
+        for key, v in settings.items():
+            if key == "delays_ps":
+                for ch, d in dict(v).items():
+                    self.set_delay(int(ch), int(d))
+            elif key == "coincidence_window_ps":
+                self.set_coincidence_window(int(v))
+            elif key == "sampling_s":
+                self.set_sampling_time(float(v))
+            else:
+                super().apply_settings({key: v})
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        snap = {"sampling": value(self.sampling_time(), "s"),
+                "coincidence_window": value(self.coincidence_window(), "ps")}
+        for ch in self.channels():
+            snap[f"delay_{letter(ch)}"] = value(self.delay(ch), "ps")
+        return snap
+
+    @abstractmethod
+    def channels(self) -> list[int]: ...
+
+    @abstractmethod
+    def read(self, wait_new: bool = True) -> CounterReading:
+        """The latest completed sampling period; with ``wait_new`` one that completed after this call."""
+
+    @abstractmethod
+    def _set_sampling_time(self, sampling_s: float) -> None: ...
+
+    @abstractmethod
+    def sampling_time(self) -> float: ...
+
+    @abstractmethod
+    def _set_coincidence_window(self, window_ps: int) -> None: ...
+
+    @abstractmethod
+    def coincidence_window(self) -> int: ...
+
+    @abstractmethod
+    def _set_delay(self, channel: int, delay_ps: int) -> None: ...
+
+    @abstractmethod
+    def delay(self, channel: int) -> int: ...
