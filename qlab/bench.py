@@ -87,7 +87,7 @@ def bench_simulator(quick: bool) -> dict[str, float]:
     sim.clock.sleep(0.05)
     sim.read_tags("tagger")  # compile
     best, n = float("inf"), 0
-    for _ in range(3):
+    for _ in range(5):  # best of five: shared machines steal CPU in bursts
         sim.clock.sleep(seconds)
         t0 = time.perf_counter()
         chunk = sim.read_tags("tagger")

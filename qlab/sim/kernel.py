@@ -13,7 +13,12 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from qlab.sim.rng import EXP_TABLE, exponential, exponential_fast, normal, uniform
+from qlab.sim.rng import EXP_TABLE, exponential, next_u64, normal, uniform
+
+_LOW28 = np.uint64((1 << 28) - 1)
+_LOW20 = np.uint64((1 << 20) - 1)
+_LOW24 = np.uint64((1 << 24) - 1)
+_LOW32 = np.uint64(0xFFFFFFFF)
 
 
 def alias_table(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -59,11 +64,12 @@ def _emit_afterpulse(d, t, state, table, last_click, ap_pending, dead_ps, ap_pro
 @nb.njit(cache=True, nogil=True)
 def generate_clicks(state, table, t_start, t_stop, rate_per_ps, alias_q, alias_j, cat_a, cat_b,
                     last_click, ap_pending, dead_ps, ap_prob, ap_mean_ps, jitter_ps, shift_ps,
-                    tagger_of, scale, tag_base, res_ps, input_of, out_t, out_ch, out_k):
+                    tagger_of, scale, tag_base, res_ps, input_of, out_t, out_ch, out_k, first_idx, first_t):
     """Generate clicks in [t_start, t_stop) (float ps relative to the batch base).
 
     Returns (n written, time reached). Stops early when the output is within 4 slots of full, so the
-    caller can drain and call again from the time reached.
+    caller can drain and call again from the time reached. ``first_idx``/``first_t`` (preset to -1) receive
+    each detector's first photon click of this call: its output index and true time.
     """
     n = 0
     cap = out_t.size - 4
@@ -75,7 +81,16 @@ def generate_clicks(state, table, t_start, t_stop, rate_per_ps, alias_q, alias_j
         ap_min = min(ap_min, ap_pending[d])
     inv_rate = 1.0 / rate_per_ps if rate_per_ps > 0.0 else np.inf
     while n < cap:
-        t_next = t + exponential_fast(state, EXP_TABLE) * inv_rate
+        # One 64-bit draw per event: bits 52–63 and 28–51 give the exponential waiting time (table cell and
+        # position in it), bits 0–27 the category through the alias table.
+        u = next_u64(state)
+        idx = np.int64(u >> np.uint64(52))
+        frac = float((u >> np.uint64(28)) & _LOW24) * (1.0 / 16777216.0)
+        if idx == 0:
+            wait = -np.log((frac + 2.0**-30) / 4096.0)
+        else:
+            wait = EXP_TABLE[idx] + frac * (EXP_TABLE[idx + 1] - EXP_TABLE[idx])
+        t_next = t + wait * inv_rate
         while ap_min < t_next and ap_min < t_stop and n < cap:
             dmin = 0
             for d in range(ndet):
@@ -93,7 +108,7 @@ def generate_clicks(state, table, t_start, t_stop, rate_per_ps, alias_q, alias_j
         if n >= cap:
             return n, t
         t = t_next
-        x = uniform(state) * ncat
+        x = float(u & _LOW28) * (ncat / 268435456.0)
         c = min(np.int64(x), ncat - 1)
         # Branch-free alias choice: the comparison is a coin flip the CPU cannot predict.
         c += (alias_j[c] - c) * np.int64(x - c >= alias_q[c])
@@ -104,21 +119,28 @@ def generate_clicks(state, table, t_start, t_stop, rate_per_ps, alias_q, alias_j
             if t - last_click[d] < dead_ps[d]:
                 continue  # non-paralyzable dead time: the photon is lost
             last_click[d] = t
-            if ap_prob[d] > 0.0 and uniform(state) < ap_prob[d]:
+            # One draw per click: bits 20–63 give the jitter (inverse-CDF table), bits 0–19 the afterpulse coin.
+            w = next_u64(state)
+            if ap_prob[d] > 0.0 and float(w & _LOW20) < ap_prob[d] * 1048576.0:
                 ta = t + dead_ps[d] + exponential(state) * ap_mean_ps[d]
                 if ta < ap_pending[d]:
                     ap_pending[d] = ta
                 if ta < ap_min:
                     ap_min = ta
+            j = np.int64(w >> np.uint64(52))
+            g = float((w >> np.uint64(20)) & _LOW32) * (1.0 / 4294967296.0)
+            z = table[j] + g * (table[j + 1] - table[j])
             k = tagger_of[d]
-            v = tag_base[k] + np.int64(np.floor((t + normal(state, table) * jitter_ps[d] + shift_ps[d])
-                                                * scale[k]))
+            v = tag_base[k] + np.int64(np.floor((t + z * jitter_ps[d] + shift_ps[d]) * scale[k]))
             r = res_ps[k]
             if r > 1:
                 v -= v % r
             out_t[n] = v
             out_ch[n] = input_of[d]
             out_k[n] = k
+            if first_idx[d] < 0:
+                first_idx[d] = n
+                first_t[d] = t
             n += 1
     return n, t
 
