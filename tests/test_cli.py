@@ -41,9 +41,14 @@ def test_config_check(tmp_path: Path) -> None:
     assert out.stdout == ""
 
 
-def test_unbuilt_command_says_so(tmp_path: Path) -> None:
-    out = qlab("run", "qkd", "--protocol", "bb84", "--no-record", data_dir=tmp_path, check=False)
-    assert out.returncode == 3 and "not built yet" in out.stderr and "BB84" in out.stderr
+def test_run_qkd_bb84_json(tmp_path: Path) -> None:
+    out = one_json(qlab("run", "qkd", "--protocol", "bb84", "-p", "integration_s=2", "--no-record", "--json",
+                        data_dir=tmp_path))
+    assert out["protocol"] == "bb84" and not out["aborted"] and out["secret_bits"] > 0
+    assert set(out["qber"]) == {"Z", "X"} and all(0 < v < 0.11 for v in out["qber"].values())
+    for key in ("sifted_bits", "secret_key_rate_bps", "ec_efficiency"):
+        assert out[key] > 0
+    assert out["secret_key_rate_bps"] < out["plob_bound_bps"]
 
 
 def test_gui_command_opens_and_quits(tmp_path: Path) -> None:

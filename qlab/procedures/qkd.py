@@ -1,4 +1,5 @@
-"""`qkd`: BBM92 key distillation from a timestamp stream on the lab, both parties in this process.
+"""`qkd`: BBM92 key distillation from a timestamp stream on the lab, or decoy-state BB84 on the simulated
+lab's weak-coherent transmitter; both parties in this process.
 
 Keys go to owner-only key stores under the data directory, never to the run file or the log; the run file
 keeps statistics (QBER, lengths, leaked bits, ε, rates).
@@ -11,14 +12,16 @@ from typing import Any
 
 import numpy as np
 
-from qlab.errors import NotBuiltError, QlabError
+from qlab.errors import QlabError
 from qlab.instruments.tagger import TagChunk
 from qlab.procedures.engine import Param, Procedure, RunContext
 from qlab.procedures.measure import integrate, light_on
 from qlab.procedures.visibility import set_analyzers
-from qlab.qkd.bbm92 import PORTS, QkdParams, run_in_process
+from qlab.qkd.bb84 import Bb84Alice, Bb84Bob
+from qlab.qkd.bbm92 import PORTS, QkdParams, run_in_process, run_parties
 from qlab.qkd.finite_key import plob_bound
 from qlab.qkd.keystore import KeyStore
+from qlab.sim.wcp import DecoySource, WeakCoherentBB84, alice_choices, pulse_slots
 
 
 def party_clicks(chunk: TagChunk, roles: dict[str, int], party: str) -> tuple[np.ndarray, np.ndarray]:
@@ -34,24 +37,58 @@ def party_clicks(chunk: TagChunk, roles: dict[str, int], party: str) -> tuple[np
     return chunk.timestamps[sel], ports[sel]
 
 
+def _block_stats(protocol: str, alice: Any, bob: Any, params: QkdParams, duration_s: float) -> dict[str, Any]:
+    s = alice.stats
+    aborted = s.aborted or bob.stats.aborted or alice.key is None or bob.key is None
+    # Without a revealed Z sample (BB84 here) the Z error rate is the one error correction found.
+    qber_z = s.qber_z if s.qber_z is not None else s.qber_z_corrected
+    return {"protocol": protocol, "qber": {"Z": qber_z, "X": s.qber_x},
+            "sifted_bits": s.sifted_z + s.sifted_x, "sifted": {"Z": s.sifted_z, "X": s.sifted_x},
+            "secret_bits": 0 if aborted else s.secret_bits,
+            "secret_key_rate_bps": (0 if aborted else s.secret_bits) / duration_s if duration_s > 0 else 0.0,
+            "ec_efficiency": s.ec_efficiency, "leaked_ec_bits": s.leaked_ec_bits, "key_bits_in": s.key_bits_in,
+            "qber_z_corrected": s.qber_z_corrected, "statistical_deviation": s.statistical_deviation,
+            "eps_sec": params.eps_sec, "eps_cor": params.eps_cor, "aborted": aborted,
+            "abort_reason": s.abort_reason or bob.stats.abort_reason, "verified": s.verified,
+            "messages": s.messages, "duration_s": duration_s}
+
+
 def distill(chunk: TagChunk, roles: dict[str, int], params: QkdParams, duration_s: float,
             auth_key: bytes | None = None) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
-    """Run both parties on ``chunk``. Returns (statistics for users, Alice's key, Bob's key)."""
+    """Run both BBM92 parties on ``chunk``. Returns (statistics for users, Alice's key, Bob's key)."""
     ta, pa = party_clicks(chunk, roles, "alice")
     tb, pb = party_clicks(chunk, roles, "bob")
     alice, bob = run_in_process(ta, pa, tb, pb, params, auth_key or os.urandom(32))
-    s = alice.stats
-    aborted = s.aborted or bob.stats.aborted or alice.key is None or bob.key is None
-    stats = {"protocol": "bbm92", "qber": {"Z": s.qber_z, "X": s.qber_x},
-             "sifted_bits": s.sifted_z + s.sifted_x, "sifted": {"Z": s.sifted_z, "X": s.sifted_x},
-             "secret_bits": 0 if aborted else s.secret_bits,
-             "secret_key_rate_bps": (0 if aborted else s.secret_bits) / duration_s if duration_s > 0 else 0.0,
-             "ec_efficiency": s.ec_efficiency, "leaked_ec_bits": s.leaked_ec_bits, "key_bits_in": s.key_bits_in,
-             "qber_z_corrected": s.qber_z_corrected, "statistical_deviation": s.statistical_deviation,
-             "eps_sec": params.eps_sec, "eps_cor": params.eps_cor, "aborted": aborted,
-             "abort_reason": s.abort_reason or bob.stats.abort_reason, "verified": s.verified,
-             "messages": s.messages, "duration_s": duration_s}
-    return stats, (None if aborted else alice.key), (None if aborted else bob.key)
+    stats = _block_stats("bbm92", alice, bob, params, duration_s)
+    return stats, (None if stats["aborted"] else alice.key), (None if stats["aborted"] else bob.key)
+
+
+def distill_bb84(sim: Any, source: DecoySource, duration_s: float, params: QkdParams,
+                 auth_key: bytes | None = None) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
+    """Decoy BB84 over ``duration_s`` of pulses on the simulated lab: Bob's tags from the weak-coherent
+    transmitter model, slotted to pulses; Alice recomputes her choices from her transmitter's key."""
+    alice_key = int(np.random.SeedSequence([sim.seed, 0xB884]).generate_state(1, np.uint64)[0])
+    tx = WeakCoherentBB84(sim, source, alice_key, seed=sim.seed + 84)
+    chunk, _, n_pulses = tx.transmit(duration_s)
+    ports = {d.input: d.port for d in sim.detectors.values() if d.party == "bob" and d.port in "HVDA"}
+    index, basis, bit = pulse_slots(chunk, ports, source.period_ps, np.random.default_rng(params.seed + 7))
+    p = QkdParams(**{**params.__dict__, "sample_fraction": 0.0})  # QBER_Z comes from Cascade; no Z sample
+    alice, bob = run_parties(
+        lambda ch: Bb84Alice(lambda idx: alice_choices(alice_key, source, idx), source.intensities,
+                             source.probabilities, ch, p),
+        lambda ch: Bb84Bob(index, basis, bit, ch, p), auth_key or os.urandom(32))
+    stats = _block_stats("bb84", alice, bob, params, duration_s)
+    b = alice.bounds
+    eta = sim.fibre_transmission["bob"]
+    stats.update({"pulses": n_pulses, "clicks": int(index.size), "intensities": list(source.intensities),
+                  "probabilities": list(source.probabilities), "rep_rate_hz": source.rep_rate_hz,
+                  "decoy": None if b is None else {"s_z0": b.s_z0, "s_z1": b.s_z1, "s_x1": b.s_x1,
+                                                   "v_x1": b.v_x1, "phi_z": b.phi_z,
+                                                   "n_z": list(alice.counts.n_z), "n_x": list(alice.counts.n_x),
+                                                   "m_x": list(alice.counts.m_x)},
+                  "secret_bits_per_pulse": stats["secret_bits"] / n_pulses if n_pulses else 0.0,
+                  "plob_bits_per_pulse": plob_bound(eta), "plob_bound_bps": plob_bound(eta) * source.rep_rate_hz})
+    return stats, (None if stats["aborted"] else alice.key), (None if stats["aborted"] else bob.key)
 
 
 class QkdProcedure(Procedure):
@@ -64,11 +101,16 @@ class QkdProcedure(Procedure):
         "eps_cor": Param(1e-15, "", "correctness parameter", 1e-20, 1e-3),
         "store_keys": Param(True, "", "append final keys to the owner-only key stores"),
         "seed": Param(0, "", "seed of the public randomness (sampling, permutations, hashes)"),
+        "rep_rate_hz": Param(10e6, "Hz", "bb84: pulse repetition rate of the transmitter", 1e3, 1e10),
+        "mu_signal": Param(0.5, "", "bb84: mean photon number of signal pulses", 0.0, 5.0),
+        "mu_decoy": Param(0.1, "", "bb84: mean photon number of decoy pulses", 0.0, 5.0),
+        "mu_weak": Param(0.0002, "", "bb84: mean photon number of the weak decoy", 0.0, 5.0),
+        "misalignment": Param(0.01, "", "bb84: simulated optical misalignment error", 0.0, 0.5),
     }
 
     def execute(self, ctx: RunContext) -> dict[str, Any]:
         if self.protocol == "bb84":
-            raise NotBuiltError("BB84 with decoy states is not built yet (issue #8); use --protocol bbm92")
+            return self._bb84(ctx)
         if self.protocol != "bbm92":
             raise QlabError(f"unknown protocol {self.protocol!r}; expected bbm92 or bb84")
         lab = ctx.lab
@@ -80,16 +122,35 @@ class QkdProcedure(Procedure):
         params = QkdParams(window_ps=lab.config.analysis.window_ps, eps_sec=self.eps_sec, eps_cor=self.eps_cor,
                            seed=int(self.seed))
         stats, key_a, key_b = distill(m.chunk, m.roles, params, m.result.exposure_s)
-        if key_a is not None:
-            stats["keys_identical"] = bool(np.array_equal(key_a, key_b))
-            if self.store_keys:
-                kdir = lab.data_dir / "keys"
-                stats["key_id"] = KeyStore(kdir / "alice.keys").append(key_a).hex()
-                KeyStore(kdir / "bob.keys").append(key_b)
-                stats["key_stores"] = [str(kdir / "alice.keys"), str(kdir / "bob.keys")]
+        self._keep_keys(lab, stats, key_a, key_b)
         if lab.sim is not None:
             stats["plob_bound_bps"] = _plob_rate(lab)
         return stats
+
+    def _bb84(self, ctx: RunContext) -> dict[str, Any]:
+        lab = ctx.lab
+        if lab.sim is None:
+            raise QlabError("BB84 needs a decoy-state transmitter; qlab has one only in the simulated lab "
+                            "(backend: sim)")
+        source = DecoySource(rep_rate_hz=float(self.rep_rate_hz),
+                             intensities=(float(self.mu_signal), float(self.mu_decoy), float(self.mu_weak)),
+                             misalignment=float(self.misalignment))
+        ctx.progress(0.05, "transmitting decoy-state pulses")
+        params = QkdParams(eps_sec=self.eps_sec, eps_cor=self.eps_cor, seed=int(self.seed))
+        ctx.progress(0.3, "sifting, decoy estimation, error correction, privacy amplification")
+        stats, key_a, key_b = distill_bb84(lab.sim, source, float(self.integration_s), params)
+        self._keep_keys(lab, stats, key_a, key_b)
+        return stats
+
+    def _keep_keys(self, lab, stats: dict[str, Any], key_a: np.ndarray | None, key_b: np.ndarray | None) -> None:
+        if key_a is None:
+            return
+        stats["keys_identical"] = bool(np.array_equal(key_a, key_b))
+        if self.store_keys:
+            kdir = lab.data_dir / "keys"
+            stats["key_id"] = KeyStore(kdir / "alice.keys").append(key_a).hex()
+            KeyStore(kdir / "bob.keys").append(key_b)
+            stats["key_stores"] = [str(kdir / "alice.keys"), str(kdir / "bob.keys")]
 
     def summary(self, r: dict[str, Any]) -> str:
         q = r["qber"]

@@ -92,13 +92,16 @@ def _errors(a: np.ndarray, b: np.ndarray) -> float | None:
 
 
 class _Party:
-    def __init__(self, times_ps: np.ndarray, ports: np.ndarray, channel: AuthenticatedChannel, params: QkdParams):
-        self.t = np.asarray(times_ps, np.int64)
-        self.basis, self.bit = split_ports(ports)
+    """What both protocols share once the sifted key (Z) and test (X) positions are known: test-bit
+    exchange, QBER sample, Cascade, verification and privacy amplification. Subclasses sift."""
+
+    def __init__(self, channel: AuthenticatedChannel, params: QkdParams):
         self.ch = channel
         self.p = params
         self.stats = BlockStats()
         self.key: np.ndarray | None = None
+        self.basis = np.zeros(0, np.uint8)
+        self.bit = np.zeros(0, np.uint8)
 
     def _abort(self, reason: str, tell: bool = True) -> None:
         self.stats.aborted, self.stats.abort_reason = True, reason
@@ -107,64 +110,66 @@ class _Party:
             self.ch.abort(reason)
 
 
-class Alice(_Party):
+class _AliceSide(_Party):
     def run(self) -> BlockStats:
         rng = np.random.default_rng(self.p.seed)
         try:
-            hdr, payload = self.ch.recv("clicks")
-            nb = int(hdr["n"])
-            t_bob = np.frombuffer(payload[: 8 * nb], np.int64)
-            basis_bob = np.frombuffer(payload[8 * nb:], np.uint8)
-            ia, ib = match_clicks(self.t, t_bob, self.p.window_ps)
-            same = self.basis[ia] == basis_bob[ib]
-            self.ch.send("sift", {"n": int(ia.size)}, ib.astype(np.int64).tobytes() + self.basis[ia].tobytes())
-            keep_a = ia[same]
-            z = keep_a[self.basis[keep_a] == 0]
-            x = keep_a[self.basis[keep_a] == 1]
-            self.stats.sifted_z, self.stats.sifted_x = int(z.size), int(x.size)
-            # Test basis: all X bits revealed.
-            self.ch.send("test_bits", {"n": int(x.size)}, np.packbits(self.bit[x]).tobytes())
-            _, bob_x = self.ch.recv("test_bits")
-            self.stats.qber_x = _errors(self.bit[x], _bits_from(bob_x, x.size))
-            # Key basis: a random sample estimates QBER_Z (for Cascade's block sizes), then is discarded.
-            n_s = int(round(self.p.sample_fraction * z.size))
-            sample = np.sort(rng.choice(z.size, n_s, replace=False)) if n_s else np.zeros(0, np.int64)
-            self.ch.send("sample", {"n": n_s}, sample.astype(np.int64).tobytes()
-                         + np.packbits(self.bit[z[sample]]).tobytes())
-            _, bob_sample = self.ch.recv("sample_bits")
-            self.stats.qber_z = _errors(self.bit[z[sample]], _bits_from(bob_sample, n_s))
-            key = np.delete(self.bit[z], sample)
-            qs = [q for q in (self.stats.qber_z, self.stats.qber_x) if q is not None]
-            if key.size == 0 or not qs or max(qs) > self.p.qber_threshold:
-                return self._finish_abort(f"QBER above {self.p.qber_threshold:.0%} or no key bits "
-                                          f"(Z {self.stats.qber_z}, X {self.stats.qber_x})")
-            self.ch.send("go", {})
-            self.stats.leaked_ec_bits = cascade_alice(key, self.ch)
-            # Verification: a fresh 64-bit Toeplitz hash; mismatch aborts the block.
-            vseed = rng.integers(0, 2, key.size + VERIFY_BITS - 1, dtype=np.uint8)
-            self.ch.send("verify", {}, np.packbits(vseed).tobytes() + np.packbits(toeplitz_hash(key, vseed,
-                                                                                                  VERIFY_BITS)).tobytes())
-            hdr, _ = self.ch.recv("verify_result")
-            if not hdr["ok"]:
-                return self._finish_abort("verification hash mismatch after error correction", tell=False)
-            self.stats.verified = True
-            return self._amplify(key, rng, int(hdr["corrected"]))
+            z, x = self._sift()
+            return self._distill(z, x, rng)
         except AuthenticationError as exc:
             self._abort(f"authentication: {exc}", tell=True)  # stop the peer now rather than at its timeout
             return self.stats
+
+    def _sift(self) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def _distill(self, z: np.ndarray, x: np.ndarray, rng: np.random.Generator) -> BlockStats:
+        self.stats.sifted_z, self.stats.sifted_x = int(z.size), int(x.size)
+        # Test basis: all X bits revealed.
+        self.ch.send("test_bits", {"n": int(x.size)}, np.packbits(self.bit[x]).tobytes())
+        _, bob_x = self.ch.recv("test_bits")
+        self.x_errors = self.bit[x] != _bits_from(bob_x, x.size)
+        self.stats.qber_x = float(self.x_errors.mean()) if x.size else None
+        # Key basis: a random sample estimates QBER_Z (for Cascade's block sizes), then is discarded.
+        n_s = int(round(self.p.sample_fraction * z.size))
+        sample = np.sort(rng.choice(z.size, n_s, replace=False)) if n_s else np.zeros(0, np.int64)
+        self.ch.send("sample", {"n": n_s}, sample.astype(np.int64).tobytes()
+                     + np.packbits(self.bit[z[sample]]).tobytes())
+        _, bob_sample = self.ch.recv("sample_bits")
+        self.stats.qber_z = _errors(self.bit[z[sample]], _bits_from(bob_sample, n_s))
+        self.key_positions = np.delete(z, sample)
+        key = self.bit[self.key_positions]
+        qs = [q for q in (self.stats.qber_z, self.stats.qber_x) if q is not None]
+        if key.size == 0 or not qs or max(qs) > self.p.qber_threshold:
+            return self._finish_abort(f"QBER above {self.p.qber_threshold:.0%} or no key bits "
+                                      f"(Z {self.stats.qber_z}, X {self.stats.qber_x})")
+        self.ch.send("go", {})
+        self.stats.leaked_ec_bits = cascade_alice(key, self.ch)
+        # Verification: a fresh 64-bit Toeplitz hash; mismatch aborts the block.
+        vseed = rng.integers(0, 2, key.size + VERIFY_BITS - 1, dtype=np.uint8)
+        self.ch.send("verify", {}, np.packbits(vseed).tobytes() + np.packbits(toeplitz_hash(key, vseed,
+                                                                                              VERIFY_BITS)).tobytes())
+        hdr, _ = self.ch.recv("verify_result")
+        if not hdr["ok"]:
+            return self._finish_abort("verification hash mismatch after error correction", tell=False)
+        self.stats.verified = True
+        return self._amplify(key, rng, int(hdr["corrected"]))
 
     def _finish_abort(self, reason: str, tell: bool = True) -> BlockStats:
         self._abort(reason, tell)
         return self.stats
 
+    def _secret_length(self, n: int, leak_bits: int) -> int:
+        """Finite-key length of this protocol for ``n`` reconciled bits after ``leak_bits`` were revealed."""
+        raise NotImplementedError
+
     def _amplify(self, key: np.ndarray, rng: np.random.Generator, corrected: int) -> BlockStats:
         s = self.stats
-        n, k = int(key.size), s.sifted_x
+        n = int(key.size)
         s.key_bits_in = n
         s.qber_z_corrected = corrected / n
         s.ec_efficiency = efficiency(s.leaked_ec_bits, n, s.qber_z_corrected) if corrected else None
-        s.statistical_deviation = statistical_deviation(n, k, self.p.eps_sec)
-        ell = key_length(n, k, s.qber_x or 0.0, s.leaked_ec_bits + VERIFY_BITS, self.p.eps_sec, self.p.eps_cor)
+        ell = self._secret_length(n, s.leaked_ec_bits + VERIFY_BITS)
         s.secret_bits = ell
         if ell <= 0:
             self.ch.send("pa", {"ell": 0})
@@ -175,60 +180,101 @@ class Alice(_Party):
         return s
 
 
-class Bob(_Party):
+class _BobSide(_Party):
     def run(self) -> BlockStats:
         try:
-            self.ch.send("clicks", {"n": int(self.t.size)}, self.t.tobytes() + self.basis.astype(np.uint8).tobytes())
-            hdr, payload = self.ch.recv("sift")
-            m = int(hdr["n"])
-            ib = np.frombuffer(payload[: 8 * m], np.int64)
-            basis_alice = np.frombuffer(payload[8 * m:], np.uint8)
-            keep_b = ib[self.basis[ib] == basis_alice]
-            z = keep_b[self.basis[keep_b] == 0]
-            x = keep_b[self.basis[keep_b] == 1]
-            self.stats.sifted_z, self.stats.sifted_x = int(z.size), int(x.size)
-            hdr, alice_x = self.ch.recv("test_bits")
-            self.ch.send("test_bits", {"n": int(x.size)}, np.packbits(self.bit[x]).tobytes())
-            self.stats.qber_x = _errors(_bits_from(alice_x, x.size), self.bit[x])
-            hdr, payload = self.ch.recv("sample")
-            n_s = int(hdr["n"])
-            sample = np.frombuffer(payload[: 8 * n_s], np.int64)
-            alice_sample = _bits_from(payload[8 * n_s:], n_s)
-            self.ch.send("sample_bits", {"n": n_s}, np.packbits(self.bit[z[sample]]).tobytes())
-            self.stats.qber_z = _errors(alice_sample, self.bit[z[sample]])
-            key = np.delete(self.bit[z], sample)
-            self.ch.recv("go")
-            fixed, cstats = cascade_bob(key, self.ch, self.stats.qber_z or 0.01, seed=self.p.seed + 1)
-            self.stats.leaked_ec_bits = cstats.leaked_bits
-            hdr, payload = self.ch.recv("verify")
-            nseed = fixed.size + VERIFY_BITS - 1
-            vseed = _bits_from(payload[: (nseed + 7) // 8], nseed)
-            alice_hash = _bits_from(payload[(nseed + 7) // 8:], VERIFY_BITS)
-            ok = bool(np.array_equal(toeplitz_hash(fixed, vseed, VERIFY_BITS), alice_hash))
-            self.ch.send("verify_result", {"ok": ok, "corrected": int(cstats.corrected)})
-            if not ok:
-                self._abort("verification hash mismatch after error correction", tell=False)
-                return self.stats
-            self.stats.verified = True
-            n = int(fixed.size)
-            self.stats.key_bits_in = n
-            self.stats.qber_z_corrected = cstats.corrected / n
-            hdr, payload = self.ch.recv("pa")
-            ell = int(hdr["ell"])
-            self.stats.secret_bits = ell
-            if ell <= 0:
-                self._abort("finite-key length is zero for this block size", tell=False)
-                return self.stats
-            self.key = toeplitz_hash(fixed, _bits_from(payload, n + ell - 1), ell)
-            return self.stats
+            z, x = self._sift()
+            return self._distill(z, x)
         except AuthenticationError as exc:
             self._abort(f"authentication: {exc}", tell=True)  # stop the peer now rather than at its timeout
             return self.stats
 
+    def _sift(self) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
 
-def run_in_process(alice_t: np.ndarray, alice_ports: np.ndarray, bob_t: np.ndarray, bob_ports: np.ndarray,
-                   params: QkdParams, auth_key: bytes, tamper=None) -> tuple[Alice, Bob]:
-    """Both parties in this process (threads), joined by an in-process authenticated pipe."""
+    def _distill(self, z: np.ndarray, x: np.ndarray) -> BlockStats:
+        self.stats.sifted_z, self.stats.sifted_x = int(z.size), int(x.size)
+        hdr, alice_x = self.ch.recv("test_bits")
+        self.ch.send("test_bits", {"n": int(x.size)}, np.packbits(self.bit[x]).tobytes())
+        self.stats.qber_x = _errors(_bits_from(alice_x, x.size), self.bit[x])
+        hdr, payload = self.ch.recv("sample")
+        n_s = int(hdr["n"])
+        sample = np.frombuffer(payload[: 8 * n_s], np.int64)
+        alice_sample = _bits_from(payload[8 * n_s:], n_s)
+        self.ch.send("sample_bits", {"n": n_s}, np.packbits(self.bit[z[sample]]).tobytes())
+        self.stats.qber_z = _errors(alice_sample, self.bit[z[sample]])
+        key = np.delete(self.bit[z], sample)
+        self.ch.recv("go")
+        q_est = self.stats.qber_z if self.stats.qber_z is not None else (self.stats.qber_x or 0.01)
+        fixed, cstats = cascade_bob(key, self.ch, max(q_est, 1e-3), seed=self.p.seed + 1)
+        self.stats.leaked_ec_bits = cstats.leaked_bits
+        hdr, payload = self.ch.recv("verify")
+        nseed = fixed.size + VERIFY_BITS - 1
+        vseed = _bits_from(payload[: (nseed + 7) // 8], nseed)
+        alice_hash = _bits_from(payload[(nseed + 7) // 8:], VERIFY_BITS)
+        ok = bool(np.array_equal(toeplitz_hash(fixed, vseed, VERIFY_BITS), alice_hash))
+        self.ch.send("verify_result", {"ok": ok, "corrected": int(cstats.corrected)})
+        if not ok:
+            self._abort("verification hash mismatch after error correction", tell=False)
+            return self.stats
+        self.stats.verified = True
+        n = int(fixed.size)
+        self.stats.key_bits_in = n
+        self.stats.qber_z_corrected = cstats.corrected / n
+        hdr, payload = self.ch.recv("pa")
+        ell = int(hdr["ell"])
+        self.stats.secret_bits = ell
+        if ell <= 0:
+            self._abort("finite-key length is zero for this block size", tell=False)
+            return self.stats
+        self.key = toeplitz_hash(fixed, _bits_from(payload, n + ell - 1), ell)
+        return self.stats
+
+
+class Alice(_AliceSide):
+    """BBM92 Alice: her own clicks (times in the common frame, ports 0..3 = H, V, D, A)."""
+
+    def __init__(self, times_ps: np.ndarray, ports: np.ndarray, channel: AuthenticatedChannel, params: QkdParams):
+        super().__init__(channel, params)
+        self.t = np.asarray(times_ps, np.int64)
+        self.basis, self.bit = split_ports(ports)
+
+    def _sift(self) -> tuple[np.ndarray, np.ndarray]:
+        hdr, payload = self.ch.recv("clicks")
+        nb = int(hdr["n"])
+        t_bob = np.frombuffer(payload[: 8 * nb], np.int64)
+        basis_bob = np.frombuffer(payload[8 * nb:], np.uint8)
+        ia, ib = match_clicks(self.t, t_bob, self.p.window_ps)
+        same = self.basis[ia] == basis_bob[ib]
+        self.ch.send("sift", {"n": int(ia.size)}, ib.astype(np.int64).tobytes() + self.basis[ia].tobytes())
+        keep_a = ia[same]
+        return keep_a[self.basis[keep_a] == 0], keep_a[self.basis[keep_a] == 1]
+
+    def _secret_length(self, n: int, leak_bits: int) -> int:
+        k = self.stats.sifted_x
+        self.stats.statistical_deviation = statistical_deviation(n, k, self.p.eps_sec)
+        return key_length(n, k, self.stats.qber_x or 0.0, leak_bits, self.p.eps_sec, self.p.eps_cor)
+
+
+class Bob(_BobSide):
+    def __init__(self, times_ps: np.ndarray, ports: np.ndarray, channel: AuthenticatedChannel, params: QkdParams):
+        super().__init__(channel, params)
+        self.t = np.asarray(times_ps, np.int64)
+        self.basis, self.bit = split_ports(ports)
+
+    def _sift(self) -> tuple[np.ndarray, np.ndarray]:
+        self.ch.send("clicks", {"n": int(self.t.size)}, self.t.tobytes() + self.basis.astype(np.uint8).tobytes())
+        hdr, payload = self.ch.recv("sift")
+        m = int(hdr["n"])
+        ib = np.frombuffer(payload[: 8 * m], np.int64)
+        basis_alice = np.frombuffer(payload[8 * m:], np.uint8)
+        keep_b = ib[self.basis[ib] == basis_alice]
+        return keep_b[self.basis[keep_b] == 0], keep_b[self.basis[keep_b] == 1]
+
+
+def run_parties(make_alice, make_bob, auth_key: bytes, tamper=None) -> tuple[Any, Any]:
+    """Both parties in this process (Alice in a thread), joined by an in-process authenticated pipe.
+    ``make_alice(channel)`` / ``make_bob(channel)`` build the parties on their end of the channel."""
     import threading
 
     from qlab.qkd.channel import QueuePipe
@@ -236,14 +282,21 @@ def run_in_process(alice_t: np.ndarray, alice_ports: np.ndarray, bob_t: np.ndarr
     pa, pb = QueuePipe.pair(timeout_s=30.0)
     if tamper is not None:
         pb.tamper = tamper
-    alice = Alice(alice_t, alice_ports, AuthenticatedChannel(pa, auth_key, "alice"), params)
-    bob = Bob(bob_t, bob_ports, AuthenticatedChannel(pb, auth_key, "bob"), params)
+    alice = make_alice(AuthenticatedChannel(pa, auth_key, "alice"))
+    bob = make_bob(AuthenticatedChannel(pb, auth_key, "bob"))
     th = threading.Thread(target=alice.run, name="qkd-alice", daemon=True)
     th.start()
     bob.run()
     th.join(60)
     alice.stats.messages = alice.ch.messages_sent + bob.ch.messages_sent
     return alice, bob
+
+
+def run_in_process(alice_t: np.ndarray, alice_ports: np.ndarray, bob_t: np.ndarray, bob_ports: np.ndarray,
+                   params: QkdParams, auth_key: bytes, tamper=None) -> tuple[Alice, Bob]:
+    """BBM92 with both parties in this process."""
+    return run_parties(lambda ch: Alice(alice_t, alice_ports, ch, params),
+                       lambda ch: Bob(bob_t, bob_ports, ch, params), auth_key, tamper)
 
 
 def secret_fraction_asymptotic(qber_z: float, qber_x: float, f: float = 1.0) -> float:

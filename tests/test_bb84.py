@@ -1,0 +1,109 @@
+"""Decoy-state BB84 on the simulated weak-coherent transmitter: the Lim et al. 2014 bound against true
+yields, QBER against the detection model, key length against the formula, PLOB, abort on high error."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from qlab.procedures.engine import RunEngine
+from qlab.procedures.qkd import QkdProcedure, distill_bb84
+from qlab.qkd.bbm92 import VERIFY_BITS, QkdParams
+from qlab.qkd.decoy import DecoyCounts, decoy_key_length
+from qlab.sim.wcp import DecoySource, WeakCoherentBB84, alice_choices
+
+
+def test_decoy_bounds_bracket_the_true_single_photon_quantities() -> None:
+    """Asymptotically large counts from the textbook channel model (yield Y_n = 1 − (1−η)^n + Y0)."""
+    mu, p, eta, y0, ed, n, qz = (0.5, 0.1, 0.0002), (0.7, 0.15, 0.15), 0.1, 1e-6, 0.01, 1e11, 0.5
+
+    def gain(m: float) -> float:
+        return y0 + 1 - math.exp(-eta * m)
+
+    def errors(m: float) -> float:
+        return 0.5 * y0 + ed * (1 - math.exp(-eta * m))
+
+    counts = DecoyCounts(mu, p, tuple(int(n * pk * qz * qz * gain(m)) for m, pk in zip(mu, p, strict=True)),
+                         tuple(int(n * pk * (1 - qz) ** 2 * gain(m)) for m, pk in zip(mu, p, strict=True)),
+                         tuple(int(n * pk * (1 - qz) ** 2 * errors(m)) for m, pk in zip(mu, p, strict=True)))
+    ell, b = decoy_key_length(counts, 0, 1e-10, 1e-15)
+    y1 = y0 + eta
+    true_s1 = n * qz * qz * sum(pk * math.exp(-m) * m for m, pk in zip(mu, p, strict=True)) * y1
+    e1 = (0.5 * y0 + ed * eta) / y1
+    assert 0.9 * true_s1 < b.s_z1 <= true_s1  # a lower bound, and a tight one with a weak decoy
+    assert e1 <= b.phi_z < e1 + 0.005  # an upper bound on the phase error
+    assert 0 < ell < b.s_z1
+    with pytest.raises(ValueError, match="μ1 > μ2 \\+ μ3"):
+        decoy_key_length(DecoyCounts((0.1, 0.1, 0.0), p, (1, 1, 1), (1, 1, 1), (0, 0, 0)), 0, 1e-10, 1e-15)
+
+
+def _expected_qber_x(tx: WeakCoherentBB84) -> float:
+    """Error rate of sifted X events from the click model: 16 click patterns, squashing, intensities."""
+    prob = tx.detection_probabilities()
+    src = tx.source
+    sifted = err = 0.0
+    for k, pk in enumerate(src.probabilities):
+        for v in (0, 1):
+            pc = prob[1, v, k]  # Alice in X sending bit v: P(click) of H, V, D, A
+            for pattern in itertools.product((0, 1), repeat=4):
+                w = pk * 0.5 * np.prod([pc[j] if c else 1 - pc[j] for j, c in enumerate(pattern)])
+                z_clicks, x_clicks = pattern[0] + pattern[1], pattern[2] + pattern[3]
+                if z_clicks + x_clicks == 0:
+                    continue
+                if z_clicks and x_clicks:  # random basis, random bit
+                    sifted += 0.5 * w
+                    err += 0.25 * w
+                elif x_clicks == 2:  # both X detectors: random bit
+                    sifted += w
+                    err += 0.5 * w
+                elif x_clicks == 1:
+                    sifted += w
+                    err += w * (pattern[2 + (1 - v)] == 1)
+    return err / sifted
+
+
+def test_bb84_end_to_end_on_the_simulated_transmitter(make_lab) -> None:
+    lab = make_lab(seed=84)
+    source = DecoySource()
+    params = QkdParams(seed=3)
+    stats, key_a, key_b = distill_bb84(lab.sim, source, 2.0, params)
+    assert not stats["aborted"] and stats["verified"], stats["abort_reason"]
+    assert key_a is not None and np.array_equal(key_a, key_b) and key_a.size == stats["secret_bits"] > 10_000
+    # QBER_X within 4σ of the detection model's prediction (misalignment plus squashed multi-clicks).
+    tx = WeakCoherentBB84(lab.sim, source, 1, seed=0)
+    q = _expected_qber_x(tx)
+    n_x = stats["sifted"]["X"]
+    assert abs(stats["qber"]["X"] - q) < 4 * math.sqrt(q * (1 - q) / n_x), (stats["qber"]["X"], q)
+    assert 0.01 < q < 0.06
+    # The key length is the Lim et al. bound evaluated on the measured counts and the bits EC revealed.
+    d = stats["decoy"]
+    counts = DecoyCounts(source.intensities, source.probabilities, tuple(d["n_z"]), tuple(d["n_x"]), tuple(d["m_x"]))
+    ell, _ = decoy_key_length(counts, stats["leaked_ec_bits"] + VERIFY_BITS, params.eps_sec, params.eps_cor)
+    assert stats["secret_bits"] == ell
+    assert sum(d["n_z"]) == stats["sifted"]["Z"] and sum(d["n_x"]) == stats["sifted"]["X"]
+    # Far below the repeaterless bound of the fibre, per pulse.
+    assert 0 < stats["secret_bits_per_pulse"] < stats["plob_bits_per_pulse"]
+
+
+def test_alice_recomputes_her_choices_from_the_pulse_index() -> None:
+    src = DecoySource(p_z=0.5)
+    idx = np.arange(200_000, dtype=np.int64)
+    basis, bit, cls = alice_choices(1234, src, idx)
+    b2, v2, c2 = alice_choices(1234, src, idx[::-1])
+    assert np.array_equal(basis[::-1], b2) and np.array_equal(bit[::-1], v2) and np.array_equal(cls[::-1], c2)
+    n = idx.size
+    assert abs(basis.mean() - 0.5) < 4 * math.sqrt(0.25 / n) and abs(bit.mean() - 0.5) < 4 * math.sqrt(0.25 / n)
+    for k, pk in enumerate(src.probabilities):
+        assert abs(np.mean(cls == k) - pk) < 4 * math.sqrt(pk * (1 - pk) / n)
+    assert not np.array_equal(alice_choices(1235, src, idx)[1], bit)  # a different key, different choices
+
+
+def test_bb84_aborts_when_misalignment_pushes_qber_over_threshold(make_lab) -> None:
+    lab = make_lab(seed=85)
+    r = RunEngine(lab).run(QkdProcedure(protocol="bb84", integration_s=0.5, misalignment=0.2, store_keys=False),
+                           record=False)
+    assert r["aborted"] and r["secret_bits"] == 0 and r["qber"]["X"] > 0.11
+    assert "QBER above" in r["abort_reason"]
