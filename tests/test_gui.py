@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytest.importorskip("PySide6")
@@ -111,3 +113,25 @@ def test_layout_and_settings_restored(qtbot, make_lab, tmp_path) -> None:
     assert w2.proc_combo.currentText() == "tomography"
     assert w2.param_edits["integration_s"].text() == "0.7"
     w2.close()
+
+
+def test_coincidence_counter_gets_its_own_panel(qtbot, make_lab, tmp_path) -> None:
+    """A lab with a Tausand Abacus: the GUI shows its counts, read on the poller thread."""
+    from qlab.gui.main_window import MainWindow
+
+    from tests.test_abacus import _abacus_lab
+
+    lab = make_lab(_abacus_lab, seed=6, realtime=True)
+    lab["pump"].set_output(True)
+    w = MainWindow(lab, QSettings(str(tmp_path / "gui.ini"), QSettings.IniFormat))
+    qtbot.addWidget(w)
+    w.show()
+    panel = w.panels["counter"]
+    assert type(panel).__name__ == "CounterPanel"
+    def singles_a() -> int:
+        m = re.search(r"(?:^|\s)A (\d+)", panel.counts.text())
+        return int(m.group(1)) if m else 0
+
+    qtbot.waitUntil(lambda: singles_a() > 100, timeout=10_000)  # live counts from the simulated clicks
+    assert "AC " in panel.counts.text()
+    w.close()
