@@ -12,17 +12,35 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numba as nb
 import numpy as np
 
 from qlab.qkd.channel import AuthenticatedChannel
+from qlab.sim.rng import next_u64
 
 BICONF_BASE = 1000  # pass numbers from here on are BICONF subsets
 
 
-def _permutation(seed: int, q: int, n: int) -> np.ndarray:
+@nb.njit(cache=True, nogil=True)
+def _shuffle(state: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fisher–Yates permutation of 0..n-1 and its inverse (xoshiro256**, Lemire's multiply-shift bound)."""
+    perm = np.arange(n)
+    for i in range(n - 1, 0, -1):
+        j = np.int64((next_u64(state) >> np.uint64(32)) * np.uint64(i + 1) >> np.uint64(32))
+        perm[i], perm[j] = perm[j], perm[i]
+    inv = np.empty(n, np.int64)
+    for i in range(n):
+        inv[perm[i]] = i
+    return perm, inv
+
+
+def _permutation(seed: int, q: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pass q's permutation (identity for the first pass) and its inverse, the same on both sides."""
     if q == 0:
-        return np.arange(n, dtype=np.int64)
-    return np.random.default_rng([seed, q]).permutation(n).astype(np.int64)
+        ident = np.arange(n, dtype=np.int64)
+        return ident, ident
+    state = np.random.SeedSequence([seed, q]).generate_state(4, np.uint64)
+    return _shuffle(state, n)
 
 
 def _prefix(bits: np.ndarray, perm: np.ndarray) -> np.ndarray:
@@ -39,10 +57,7 @@ class _Perms:
 
     def get(self, q: int) -> np.ndarray:
         if q not in self.perm:
-            p = _permutation(self.seed, q, self.n)
-            inv = np.empty_like(p)
-            inv[p] = np.arange(p.size)
-            self.perm[q], self.inv[q] = p, inv
+            self.perm[q], self.inv[q] = _permutation(self.seed, q, self.n)
         return self.perm[q]
 
 
@@ -81,17 +96,32 @@ class _Bob:
         self.key = key.copy()
         self.ch = ch
         self.perms = _Perms(seed, key.size)
-        self.prefix: dict[int, np.ndarray] = {}
+        # Prefix parities per pass, each valid as of an index into the flip log; parities correct for the
+        # flips logged since, so a flip costs nothing until a pass has collected many of them.
+        self.prefix: dict[int, tuple[np.ndarray, int]] = {}
+        self.flip_log: list[np.ndarray] = []
+        self.flips = np.zeros(0, np.int64)
         self.known: dict[int, tuple[int, np.ndarray]] = {}  # pass -> (block size, Alice's block parities)
         self.leaked = 0
         self.round_trips = 0
         self.corrected = 0
 
+    REBUILD_AFTER_FLIPS = 2048
+
     def parity(self, q: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        if q not in self.prefix:
-            self.prefix[q] = _prefix(self.key, self.perms.get(q))
-        p = self.prefix[q]
-        return p[hi] ^ p[lo]
+        if self.flip_log:
+            self.flips = np.concatenate([self.flips, *self.flip_log])
+            self.flip_log.clear()
+        entry = self.prefix.get(q)
+        if entry is None or self.flips.size - entry[1] > self.REBUILD_AFTER_FLIPS:
+            entry = self.prefix[q] = (_prefix(self.key, self.perms.get(q)), self.flips.size)
+        p, since = entry
+        out = p[hi] ^ p[lo]
+        if self.flips.size > since:
+            where = np.sort(self.perms.inv[q][self.flips[since:]])
+            n_in = np.searchsorted(where, hi) - np.searchsorted(where, lo)
+            out ^= (n_in & 1).astype(np.uint8)
+        return out
 
     def ask(self, ranges: np.ndarray) -> np.ndarray:
         self.ch.send("cascade", {}, np.ascontiguousarray(ranges, np.int64).tobytes())
@@ -104,7 +134,7 @@ class _Bob:
         if positions.size:
             self.key[positions] ^= 1
             self.corrected += positions.size
-            self.prefix.clear()
+            self.flip_log.append(np.asarray(positions, np.int64))
 
     def search(self, ranges: np.ndarray) -> np.ndarray:
         """Parallel binary search in ranges known to hold an odd number of errors; flips one bit in each."""
@@ -113,7 +143,10 @@ class _Bob:
             done = active[:, 2] - active[:, 1] == 1
             if done.any():
                 fin = active[done]
-                pos = np.array([self.perms.get(int(q))[lo] for q, lo, _ in fin], np.int64)
+                pos = np.empty(len(fin), np.int64)
+                for q in np.unique(fin[:, 0]):
+                    sel = fin[:, 0] == q
+                    pos[sel] = self.perms.get(int(q))[fin[sel, 1]]
                 self.flip(np.unique(pos))
                 active = active[~done]
                 if not len(active):
