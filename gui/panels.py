@@ -65,6 +65,39 @@ class InstrumentPanel(QGroupBox):
         return {}
 
 
+class SettingsPanel(InstrumentPanel):
+    """A panel whose editors start from the instrument's current settings. Those are read on the poller
+    thread (the GUI thread never waits on an instrument); editors stay disabled until they arrive and are
+    filled with their signals blocked, so loading them sends nothing back."""
+
+    def __init__(self, handle: InstrumentHandle, bridge: Bridge):
+        super().__init__(handle, bridge)
+        self.editors: dict[str, QDoubleSpinBox] = {}
+        self.settings_loaded = False
+
+    def add_editor(self, key: str, editor: QDoubleSpinBox) -> QDoubleSpinBox:
+        editor.setEnabled(False)
+        self.editors[key] = editor
+        return editor
+
+    def read_settings(self) -> dict[str, float]:
+        """Runs on the poller thread: current value of every editor's setting."""
+        return {}
+
+    def poll(self) -> dict[str, Any]:
+        return {} if self.settings_loaded else {"settings": self.read_settings()}
+
+    def update_state(self, s: dict[str, Any]) -> None:
+        for key, v in s.get("settings", {}).items():
+            editor = self.editors[key]
+            editor.blockSignals(True)
+            editor.setValue(v)
+            editor.blockSignals(False)
+            editor.setEnabled(True)
+        if "settings" in s:
+            self.settings_loaded = True
+
+
 class LaserPanel(InstrumentPanel):
     def __init__(self, handle: InstrumentHandle, bridge: Bridge):
         super().__init__(handle, bridge)
@@ -102,7 +135,7 @@ class LaserPanel(InstrumentPanel):
                                  f"{s['power']:.2f} mW" + (f", TRIPPED: {', '.join(trips)}" if trips else ""))
 
 
-class DetectorPanel(InstrumentPanel):
+class DetectorPanel(SettingsPanel):
     def __init__(self, handle: InstrumentHandle, bridge: Bridge):
         super().__init__(handle, bridge)
         caps = handle.instrument.capabilities
@@ -112,17 +145,21 @@ class DetectorPanel(InstrumentPanel):
         self.enabled.toggled.connect(lambda on: self.submit("set_enabled", on))
         self.form.addRow(self.enabled)
         if "efficiency" in caps:
-            self.eff = _spin(0, 1, handle.instrument.efficiency(), 3, 0.01, "")
+            self.eff = self.add_editor("efficiency", _spin(0, 1, 0.0, 3, 0.01, ""))
             self.eff.valueChanged.connect(lambda v: self.submit("set_efficiency", v))
             self.form.addRow("efficiency", self.eff)
         if "dead_time" in caps:
-            self.dead = _spin(0, 1e6, handle.instrument.dead_time_ns(), 1, 1, "ns")
+            self.dead = self.add_editor("dead_time_ns", _spin(0, 1e6, 0.0, 1, 1, "ns"))
             self.dead.valueChanged.connect(lambda v: self.submit("set_dead_time", v))
             self.form.addRow("dead time", self.dead)
         if "gate" in caps:
             self.gate = QCheckBox("gate closed")
             self.gate.toggled.connect(lambda on: self.submit("set_gate", on))
             self.form.addRow(self.gate)
+
+    def read_settings(self) -> dict[str, float]:
+        inst = self.handle.instrument
+        return {key: getattr(inst, key)() for key in self.editors}
 
 
 class ControllerPanel(InstrumentPanel):
@@ -158,22 +195,29 @@ class ControllerPanel(InstrumentPanel):
             self.positions[ax].setText(f"{p:7.2f}°")
 
 
-class TaggerPanel(InstrumentPanel):
+class TaggerPanel(SettingsPanel):
     def __init__(self, handle: InstrumentHandle, bridge: Bridge, wired: dict[int, str]):
         super().__init__(handle, bridge)
-        inst = handle.instrument
-        lo, hi = inst.limits.bounds("delay_ps")
+        lo, hi = handle.instrument.limits.bounds("delay_ps")
         for ch, role in sorted(wired.items()):
             box = QWidget()
             lay = QHBoxLayout(box)
             lay.setContentsMargins(0, 0, 0, 0)
-            delay = _spin(lo, hi, inst.delay(ch), 0, 100, "ps")
-            level = _spin(-2.5, 2.5, inst.trigger_level(ch), 3, 0.05, "V")
+            delay = self.add_editor(f"delay:{ch}", _spin(lo, hi, 0.0, 0, 100, "ps"))
+            level = self.add_editor(f"trigger_level:{ch}", _spin(-2.5, 2.5, 0.0, 3, 0.05, "V"))
             delay.valueChanged.connect(lambda v, c=ch: self.submit("set_delay", c, int(v)))
             level.valueChanged.connect(lambda v, c=ch: self.submit("set_trigger_level", c, v))
             lay.addWidget(delay)
             lay.addWidget(level)
             self.form.addRow(f"in {ch} ({role})", box)
+
+    def read_settings(self) -> dict[str, float]:
+        inst = self.handle.instrument
+        out = {}
+        for key in self.editors:
+            what, ch = key.split(":")
+            out[key] = float(getattr(inst, what)(int(ch)))
+        return out
 
 
 class CounterPanel(InstrumentPanel):

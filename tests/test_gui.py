@@ -135,3 +135,17 @@ def test_coincidence_counter_gets_its_own_panel(qtbot, make_lab, tmp_path) -> No
     qtbot.waitUntil(lambda: singles_a() > 100, timeout=10_000)  # live counts from the simulated clicks
     assert "AC " in panel.counts.text()
     w.close()
+
+
+def test_panels_load_settings_off_the_gui_thread(window, qtbot) -> None:
+    """Editors start disabled and are filled from the instrument by the poller, without echoing set_* calls."""
+    panel = window.panels["tagger"]
+    sent = []
+    original = panel.submit
+    panel.submit = lambda method, *a, **k: (sent.append(method), original(method, *a, **k))
+    qtbot.waitUntil(lambda: panel.settings_loaded, timeout=10_000)
+    editor = panel.editors["delay:2"]
+    assert editor.isEnabled() and editor.value() == 18_900 - 1_200  # calibrated_delays: latest - cable
+    assert sent == []
+    editor.setValue(17_000)  # a user edit goes to the instrument through its worker
+    qtbot.waitUntil(lambda: window.lab["tagger"].call("delay", 2) == 17_000, timeout=5000)
