@@ -10,6 +10,7 @@ passes whose single block is a random half of the key. Every parity Alice reveal
 from __future__ import annotations
 
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba as nb
@@ -50,21 +51,30 @@ def _prefix(bits: np.ndarray, perm: np.ndarray) -> np.ndarray:
 
 
 class _Perms:
-    def __init__(self, seed: int, n: int):
+    """The passes' permutations, built ahead in a background thread (the Numba shuffle releases the GIL)
+    so they are ready, or nearly, when a pass starts."""
+
+    def __init__(self, seed: int, n: int, ahead: list[int] | None = None):
         self.seed, self.n = seed, n
         self.perm: dict[int, np.ndarray] = {}
         self.inv: dict[int, np.ndarray] = {}
+        self._futures: dict[int, Future] = {}
+        if ahead:
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cascade-perms")
+            self._futures = {q: pool.submit(_permutation, seed, q, n) for q in ahead}
+            pool.shutdown(wait=False)
 
     def get(self, q: int) -> np.ndarray:
         if q not in self.perm:
-            self.perm[q], self.inv[q] = _permutation(self.seed, q, self.n)
+            fut = self._futures.pop(q, None)
+            self.perm[q], self.inv[q] = fut.result() if fut is not None else _permutation(self.seed, q, self.n)
         return self.perm[q]
 
 
 def cascade_alice(key: np.ndarray, ch: AuthenticatedChannel) -> int:
     """Answer Bob's parity requests until he is done. Returns the number of parity bits revealed."""
     header, _ = ch.recv("cascade_start")
-    perms = _Perms(int(header["seed"]), key.size)
+    perms = _Perms(int(header["seed"]), key.size, [int(q) for q in header.get("passes", [])])
     prefix: dict[int, np.ndarray] = {}
     revealed = 0
     while True:
@@ -92,10 +102,10 @@ class CascadeStats:
 
 
 class _Bob:
-    def __init__(self, key: np.ndarray, ch: AuthenticatedChannel, seed: int):
+    def __init__(self, key: np.ndarray, ch: AuthenticatedChannel, seed: int, ahead: list[int] | None = None):
         self.key = key.copy()
         self.ch = ch
-        self.perms = _Perms(seed, key.size)
+        self.perms = _Perms(seed, key.size, ahead)
         # Prefix parities per pass, each valid as of an index into the flip log; parities correct for the
         # flips logged since, so a flip costs nothing until a pass has collected many of them.
         self.prefix: dict[int, tuple[np.ndarray, int]] = {}
@@ -196,8 +206,9 @@ def cascade_bob(key: np.ndarray, ch: AuthenticatedChannel, qber_estimate: float,
     textbook 0.73/Q doubling gives 1.15–1.19.
     """
     n = key.size
-    ch.send("cascade_start", {"seed": int(seed), "n": int(n)})
-    bob = _Bob(key, ch, seed)
+    ahead = [*range(1, passes), *range(BICONF_BASE, BICONF_BASE + biconf_rounds)]
+    ch.send("cascade_start", {"seed": int(seed), "n": int(n), "passes": ahead})
+    bob = _Bob(key, ch, seed, ahead)
     q_est = min(max(qber_estimate, 1e-3), 0.25)
     k = max(4, int(round(k1_factor / q_est)))
     for p in range(passes):
