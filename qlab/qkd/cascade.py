@@ -112,6 +112,7 @@ class _Bob:
         self.flip_log: list[np.ndarray] = []
         self.flips = np.zeros(0, np.int64)
         self.known: dict[int, tuple[int, np.ndarray]] = {}  # pass -> (block size, Alice's block parities)
+        self.alice_parity: dict[int, int] = {}  # every range parity Alice revealed or implied, by range key
         self.leaked = 0
         self.round_trips = 0
         self.corrected = 0
@@ -131,6 +132,24 @@ class _Bob:
             where = np.sort(self.perms.inv[q][self.flips[since:]])
             n_in = np.searchsorted(where, hi) - np.searchsorted(where, lo)
             out ^= (n_in & 1).astype(np.uint8)
+        return out
+
+    def _keys(self, ranges: np.ndarray) -> list[int]:
+        n1 = self.key.size + 1
+        return ((ranges[:, 0] * n1 + ranges[:, 1]) * n1 + ranges[:, 2]).tolist()
+
+    def remember(self, ranges: np.ndarray, parities: np.ndarray) -> None:
+        self.alice_parity.update(zip(self._keys(ranges), parities.tolist(), strict=True))
+
+    def ask_once(self, ranges: np.ndarray) -> np.ndarray:
+        """Alice's parities of ``ranges``; only those not already revealed (or implied by revealed ones) are
+        asked, so a block searched again after a cascade costs nothing for the levels it shares."""
+        keys = self._keys(ranges)
+        out = np.array([self.alice_parity.get(k, 2) for k in keys], np.uint8)
+        unknown = out == 2
+        if unknown.any():
+            out[unknown] = self.ask(ranges[unknown])
+            self.remember(ranges[unknown], out[unknown])
         return out
 
     def ask(self, ranges: np.ndarray) -> np.ndarray:
@@ -163,13 +182,17 @@ class _Bob:
                     break
             mid = (active[:, 1] + active[:, 2]) // 2
             left = np.stack([active[:, 0], active[:, 1], mid], axis=1)
-            a = self.ask(left)
+            right = np.stack([active[:, 0], mid, active[:, 2]], axis=1)
+            a = self.ask_once(left)
+            # Alice's parity of the whole range is known, so her right half's follows without asking.
+            whole = np.array([self.alice_parity[k] for k in self._keys(active)], np.uint8)
+            self.remember(right, whole ^ a)
             b = np.empty(len(left), np.uint8)
             for q in np.unique(left[:, 0]):
                 sel = left[:, 0] == q
                 b[sel] = self.parity(int(q), left[sel, 1], left[sel, 2])
             go_left = a != b
-            active = np.where(go_left[:, None], left, np.stack([active[:, 0], mid, active[:, 2]], axis=1))
+            active = np.where(go_left[:, None], left, right)
         return active
 
     def mismatching_blocks(self, q: int) -> np.ndarray:
@@ -198,12 +221,14 @@ class _Bob:
 
 
 def cascade_bob(key: np.ndarray, ch: AuthenticatedChannel, qber_estimate: float, seed: int,
-                passes: int = 4, biconf_rounds: int = 8, k1_factor: float = 1.0,
-                growth: float = 4.0) -> tuple[np.ndarray, CascadeStats]:
+                passes: int = 4, biconf_rounds: int = 8, k1_factor: float = 0.8,
+                growth: float = 8.0) -> tuple[np.ndarray, CascadeStats]:
     """Correct ``key`` towards Alice's. Returns (corrected key, statistics).
 
-    Block sizes k1 = 1/Q growing ×4 per pass measured best here (f ≈ 1.09 at Q = 2 %, 1.11 at 5 %); the
-    textbook 0.73/Q doubling gives 1.15–1.19.
+    With every revealed (or implied) sub-block parity remembered, block sizes k1 = 0.8/Q growing ×8 per pass
+    measured best here: f ≈ 1.04–1.05 at Q = 1–5 % on 10^4–10^6-bit blocks, no residual errors in 100
+    blocks of 4096 bits at 5 %, 1.5 Mbit/s on 10^6-bit blocks. (×4 from 1/Q: f up to 1.07; ×12: 1.03–1.05
+    but 4× slower with residual errors on short blocks; the textbook 0.73/Q doubling: 1.12–1.17.)
     """
     n = key.size
     ahead = [*range(1, passes), *range(BICONF_BASE, BICONF_BASE + biconf_rounds)]
@@ -217,10 +242,13 @@ def cascade_bob(key: np.ndarray, ch: AuthenticatedChannel, qber_estimate: float,
         hi = np.minimum(lo + kp, n)
         ranges = np.stack([np.full(lo.size, p, np.int64), lo, hi], axis=1)
         bob.known[p] = (kp, bob.ask(ranges))
+        bob.remember(ranges, bob.known[p][1])
         bob.settle()
     for r in range(biconf_rounds):
         q = BICONF_BASE + r
-        bob.known[q] = (n // 2, bob.ask(np.array([[q, 0, n // 2]], np.int64)))
+        half = np.array([[q, 0, n // 2]], np.int64)
+        bob.known[q] = (n // 2, bob.ask(half))
+        bob.remember(half, bob.known[q][1])
         bob.settle()
     ch.send("cascade", {"done": True})
     return bob.key, CascadeStats(bob.leaked, bob.corrected, passes, biconf_rounds, bob.round_trips)
