@@ -220,14 +220,15 @@ class TaggerPanel(SettingsPanel):
         return out
 
 
-class CounterPanel(InstrumentPanel):
+class CounterPanel(SettingsPanel):
     """A hardware coincidence counter: window setting and the latest period's counts."""
 
     def __init__(self, handle: InstrumentHandle, bridge: Bridge, wired: dict[int, str]):
         super().__init__(handle, bridge)
         lo, hi = handle.instrument.limits.bounds("coincidence_window_ps")
-        window = _spin(lo if lo is not None else 1000, hi if hi is not None else 50_000_000,
-                       10_000, 0, 1000, "ps")
+        window = self.add_editor("coincidence_window", _spin(lo if lo is not None else 1000,
+                                                             hi if hi is not None else 50_000_000, 0.0, 0, 1000,
+                                                             "ps"))
         window.valueChanged.connect(lambda v: self.submit("set_coincidence_window", int(v)))
         self.form.addRow("window", window)
         self.counts = QLabel("—")
@@ -235,10 +236,14 @@ class CounterPanel(InstrumentPanel):
         self.form.addRow("counts", self.counts)
         self.wired = wired
 
+    def read_settings(self) -> dict[str, float]:
+        return {"coincidence_window": float(self.handle.instrument.coincidence_window())}
+
     def poll(self) -> dict[str, Any]:
-        return {"reading": self.handle.instrument.read(wait_new=False)}
+        return {**super().poll(), "reading": self.handle.instrument.read(wait_new=False)}
 
     def update_state(self, s: dict[str, Any]) -> None:
+        super().update_state(s)
         reading = s.get("reading")
         if reading is not None:
             self.counts.setText("  ".join(f"{k} {v}" for k, v in reading.counts.items()))

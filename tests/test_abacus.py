@@ -121,3 +121,40 @@ def test_abacus_counts_follow_the_optics(make_lab) -> None:
     assert abs(r3.pair(1, 4) - r2.pair(1, 3)) < 5 * np.sqrt(r2.pair(1, 3))
     snap = ab.snapshot()
     assert snap["delay_A"] == {"value": 15000, "unit": "ps"} and snap["sampling"]["unit"] == "s"
+
+
+def test_abacus_read_waits_for_a_period_that_started_after_the_call(make_lab) -> None:
+    from qlab.drivers.tausand.abacus import DATA_ID
+
+    lab = make_lab(_abacus_lab, seed=96)
+    ab = lab["counter"]
+    before = ab.read_registers(DATA_ID, 1)[DATA_ID]
+    assert ab.read().data_id >= before + 2
+    latest = ab.read(wait_new=False)
+    assert latest.data_id >= before + 2 and latest.sampling_s == pytest.approx(0.1)
+
+
+def test_abacus_counts_on_board_even_when_read_slowly(make_lab) -> None:
+    """In real time a slow reader must not lose counts: the device counts whether or not anyone polls."""
+    import time
+
+    lab = make_lab(_abacus_lab, seed=97, realtime=True)
+    lab["pump"].set_output(True)
+    ab = lab["counter"]
+    ab.read(wait_new=False)
+    time.sleep(0.6)  # several periods and more than the simulated taggers' 0.1 s backlog allowance
+    r = ab.read(wait_new=False)
+    det = lab.sim.detectors["alice_H"]
+    rate = lab.sim.expected_rates()["singles_hz"]["alice_H"]
+    mean = rate / (1 + rate * det.p.dead_time_ns * 1e-9) * 0.1
+    assert abs(r.single(1) - mean) < 4 * np.sqrt(mean)
+
+
+def test_abacus_refuses_models_with_another_register_map() -> None:
+    from qlab.drivers.tausand.abacus import AbacusSimulator
+
+    class TwoInput(AbacusSimulator):
+        idn = b"Tausand Abacus AB1502"
+
+    with pytest.raises(ProtocolError, match="not a four-input AB1000-family"):
+        _abacus(SimLinkTransport("ab", TwoInput(None, "abacus"), timeout_s=0.2)).open()

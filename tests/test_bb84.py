@@ -69,7 +69,7 @@ def test_bb84_end_to_end_on_the_simulated_transmitter(make_lab) -> None:
     lab = make_lab(seed=84)
     source = DecoySource()
     params = QkdParams(seed=3)
-    stats, key_a, key_b = distill_bb84(lab.sim, source, 2.0, params)
+    stats, key_a, key_b = distill_bb84(lab.sim, source, 2.0, params, private_seed=11)
     assert not stats["aborted"] and stats["verified"], stats["abort_reason"]
     assert key_a is not None and np.array_equal(key_a, key_b) and key_a.size == stats["secret_bits"] > 10_000
     # QBER_X within 4σ of the detection model's prediction (misalignment plus squashed multi-clicks).
@@ -94,11 +94,35 @@ def test_alice_recomputes_her_choices_from_the_pulse_index() -> None:
     basis, bit, cls = alice_choices(1234, src, idx)
     b2, v2, c2 = alice_choices(1234, src, idx[::-1])
     assert np.array_equal(basis[::-1], b2) and np.array_equal(bit[::-1], v2) and np.array_equal(cls[::-1], c2)
+    some = np.array([150_001, 7, 99_999])  # random access gives the same choices as the full stream
+    assert np.array_equal(alice_choices(1234, src, some)[1], bit[some])
     n = idx.size
     assert abs(basis.mean() - 0.5) < 4 * math.sqrt(0.25 / n) and abs(bit.mean() - 0.5) < 4 * math.sqrt(0.25 / n)
     for k, pk in enumerate(src.probabilities):
         assert abs(np.mean(cls == k) - pk) < 4 * math.sqrt(pk * (1 - pk) / n)
     assert not np.array_equal(alice_choices(1235, src, idx)[1], bit)  # a different key, different choices
+
+
+def test_bb84_keys_are_fresh_and_fast_pulses_still_slot_correctly(make_lab) -> None:
+    """Without a private seed every run draws new private randomness: same lab, same public seed, different
+    keys. At 50 MHz the cable delays (15–19 ns) approach half a period; slotting removes them."""
+    lab = make_lab(seed=86)
+    source = DecoySource(rep_rate_hz=50e6)
+    one, key_1, _ = distill_bb84(lab.sim, source, 0.5, QkdParams(seed=1))
+    two, key_2, _ = distill_bb84(lab.sim, source, 0.5, QkdParams(seed=1))
+    assert not one["aborted"] and not two["aborted"], (one["abort_reason"], two["abort_reason"])
+    assert one["qber"]["X"] < 0.06 and two["qber"]["X"] < 0.06
+    n = min(key_1.size, key_2.size)
+    assert abs(np.mean(key_1[:n] != key_2[:n]) - 0.5) < 0.05  # unrelated keys
+
+
+def test_bad_decoy_settings_are_refused_up_front(make_lab) -> None:
+    from qlab.errors import QlabError
+
+    lab = make_lab(seed=87)
+    with pytest.raises(QlabError, match="μ1 > μ2 \\+ μ3"):
+        RunEngine(lab).run(QkdProcedure(protocol="bb84", integration_s=0.2, mu_decoy=0.0, mu_weak=0.0,
+                                        store_keys=False), record=False)
 
 
 def test_bb84_aborts_when_misalignment_pushes_qber_over_threshold(make_lab) -> None:
@@ -107,3 +131,20 @@ def test_bb84_aborts_when_misalignment_pushes_qber_over_threshold(make_lab) -> N
                            record=False)
     assert r["aborted"] and r["secret_bits"] == 0 and r["qber"]["X"] > 0.11
     assert "QBER above" in r["abort_reason"]
+
+
+def test_a_failing_party_ends_the_session_for_both() -> None:
+    """An exception inside one party is reported to the other as an abort, not a 30 s channel timeout."""
+    from qlab.qkd.bb84 import Bb84Alice, Bb84Bob
+    from qlab.qkd.bbm92 import run_parties
+
+    def broken(index):
+        raise ValueError("transmitter log unreadable")
+
+    p = QkdParams(sample_fraction=0.0)
+    idx = np.arange(10, dtype=np.int64)
+    alice, bob = run_parties(lambda ch: Bb84Alice(broken, (0.5, 0.1, 0.0), (0.7, 0.15, 0.15), ch, p),
+                             lambda ch: Bb84Bob(idx, idx % 2, idx % 2, ch, p), b"k" * 32)
+    assert alice.stats.aborted and "ValueError: transmitter log unreadable" in alice.stats.abort_reason
+    assert bob.stats.aborted and "the other party aborted: ValueError" in bob.stats.abort_reason
+    assert alice.key is None and bob.key is None

@@ -134,6 +134,7 @@ def test_coincidence_counter_gets_its_own_panel(qtbot, make_lab, tmp_path) -> No
 
     qtbot.waitUntil(lambda: singles_a() > 100, timeout=10_000)  # live counts from the simulated clicks
     assert "AC " in panel.counts.text()
+    assert panel.settings_loaded and panel.editors["coincidence_window"].value() == 5000  # from the device
     w.close()
 
 

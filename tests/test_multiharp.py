@@ -90,8 +90,10 @@ def test_hydraharp_library_conventions(make_lab) -> None:
     assert lib.HH_Initialize(0, 2, 0) == 0
     assert lib.HH_StartMeas(0, 1000) == -37  # not calibrated
     assert lib.HH_Calibrate(0) == 0 and lib.HH_StartMeas(0, 1000) == 0
-    buf, n = (ctypes.c_uint32 * 16)(), ctypes.c_int()
-    assert lib.HH_ReadFiFo(0, buf, 32, ctypes.byref(n)) == -5  # count larger than the buffer
+    buf, n = (ctypes.c_uint32 * 262_144)(), ctypes.c_int()
+    assert lib.HH_ReadFiFo(0, buf, 262_144, ctypes.byref(n)) == -5  # above TTREADMAX (131072)
+    assert lib.HH_ReadFiFo(0, buf, 1000, ctypes.byref(n)) == -5  # not a multiple of 128
+    assert lib.HH_ReadFiFo(0, buf, 256, ctypes.byref(n)) == 0 and n.value <= 256
     assert lib.HH_SetInputCFD(0, 0, 1500, 10) == -5  # CFD level beyond 1000 mV
     with pytest.raises(InstrumentError, match="HH_SetInputCFD failed"):
         lab["tagger"].set_trigger_level(2, 1.2)  # the driver reports the library's refusal by name

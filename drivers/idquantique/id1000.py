@@ -142,10 +142,13 @@ class ID1000(TimeTagger):
             self._data = ZmqStreamReceiver(self.name, *self._data_address())
 
     def _close(self) -> None:
-        self.stop_stream()
-        close = getattr(self._data, "close", None)
-        if close is not None:
-            close()
+        try:
+            self.stop_stream()
+        finally:
+            self._streaming = []
+            close = getattr(self._data, "close", None)
+            if close is not None:
+                close()
 
     def identify(self) -> str:
         return self._idn
@@ -177,7 +180,7 @@ class ID1000(TimeTagger):
         self._check_channel(channel)
         ms = int(round(integration_s * 1000))
         self.command(f"INPU{channel}:COUN:MODE CYCL;INTE {ms}")
-        self.clock.sleep(integration_s)
+        self.clock.sleep(2 * integration_s)  # the cycle running at the change may have started earlier
         return int(self._number(f"INPU{channel}:COUN?"))
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
@@ -191,10 +194,12 @@ class ID1000(TimeTagger):
     def start_stream(self, channels: list[int] | None = None) -> None:
         self._require_open()
         self.stop_stream()
+        # What the previous session still had in flight must not be merged into this one.
+        self._data.receive_all(wait_s=0.05)
+        self._assembler = StreamAssembler()
         self._streaming = list(channels or self.channels())
         for ch in self._streaming:
             self.command(f"INPU{ch}:ENAB ON;:RAW{ch}:SEND ON")
-        self._assembler = StreamAssembler()
 
     def stop_stream(self) -> None:
         for ch in self._streaming:

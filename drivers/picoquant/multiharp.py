@@ -163,6 +163,9 @@ class PicoQuantMultiHarp(TimeTagger):
         return TagChunk(ts, (chans + 1).astype(np.int16), t0, int(round(end_units * self.resolution_ps)), gaps)
 
 
+HH_TTREADMAX = 131_072  # hhlib's largest ReadFiFo request (records); it must be a multiple of 128
+
+
 class PicoQuantHydraHarp(PicoQuantMultiHarp):
     model = "PicoQuant HydraHarp"
     prefix = "HH_"
@@ -175,10 +178,10 @@ class PicoQuantHydraHarp(PicoQuantMultiHarp):
     def _set_trigger_level(self, channel: int, level_v: float) -> None:
         # CFD levels are magnitudes (the detector pulse polarity is set by the hardware, not the call).
         self._call("SetInputCFD", self.dev, channel - 1, int(round(abs(level_v) * 1000)), self.zero_cross_mv)
-        self._levels[channel] = level_v
+        self._levels[channel] = abs(level_v)  # what the discriminator was given
 
     def _read_fifo(self, n: Any) -> None:
-        self._call("ReadFiFo", self.dev, self._buf, FIFO_RECORDS, ctypes.byref(n))
+        self._call("ReadFiFo", self.dev, self._buf, HH_TTREADMAX, ctypes.byref(n))
 
 
 # ==== simulated library ========================================================================================
@@ -347,9 +350,10 @@ class SimulatedHHLib(SimulatedMHLib):
         return self.MH_StartMeas(dev, tacq_ms) if self.calibrated else -37
 
     def HH_ReadFiFo(self, dev: int, buf: Any, count: int, nactual: Any) -> int:  # noqa: N802
-        if count > len(buf) or count <= 0:
+        if not 128 <= count <= min(HH_TTREADMAX, len(buf)) or count % 128:
             return -5
-        return self.MH_ReadFiFo(dev, buf, nactual)
+        view = (ctypes.c_uint32 * count).from_buffer(buf)  # the library fills at most ``count`` records
+        return self.MH_ReadFiFo(dev, view, nactual)
 
 
 PicoQuantMultiHarp.simulated_library = SimulatedMHLib

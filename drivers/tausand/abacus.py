@@ -1,5 +1,6 @@
-"""Tausand Abacus AB1004 / AB1504 / AB1904 (and 2-/8-input siblings of the AB1000 family) coincidence
-counters: binary register protocol over USB serial (115200 8N1), and a simulator counting the lab's clicks.
+"""Tausand Abacus AB1004 / AB1504 / AB1904 four-input coincidence counters: binary register protocol over
+USB serial (115200 8N1), and a simulator counting the lab's clicks. (The 2-input AB1x02 use a different
+frame and register map and the 8-input AB1x08 more registers; the driver refuses them rather than guess.)
 
 ``*IDN?`` (ASCII) answers ``Tausand Abacus AB1004``; the model number gives the inputs (last digit) and
 the time resolution (AB10xx 5 ns, AB15xx 2 ns, AB19xx 1 ns). Registers hold 32-bit big-endian values:
@@ -88,13 +89,13 @@ class Abacus(CoincidenceUnit):
             self.transport.write(b"*IDN?")
             idn = self.transport.read_exact(21).decode("ascii", "replace")
             self.transport.drain()  # some firmware pads the name with a newline and NULs
-        m = re.fullmatch(r"Tausand Abacus AB1(\d)0([248])", idn)
+        m = re.fullmatch(r"Tausand Abacus AB1([059])0(4)", idn)
         if m is None:
-            raise ProtocolError(self.name, f"*IDN? answered {idn!r}: not an AB1000-family Tausand Abacus")
+            raise ProtocolError(self.name, f"*IDN? answered {idn!r}: not a four-input AB1000-family Tausand "
+                                           "Abacus (AB1004/1504/1904), the models this driver speaks")
         self._idn = idn
         self.resolution_ns = {"0": 5, "5": 2, "9": 1}.get(m.group(1), 5)
         self.n_inputs = int(m.group(2))
-        self._last_id: int | None = None
 
     def identify(self) -> str:
         return f"{self._idn} ({self.n_inputs} inputs, {self.resolution_ns} ns resolution)"
@@ -162,20 +163,22 @@ class Abacus(CoincidenceUnit):
 
     # -- counts --------------------------------------------------------------------------------------------
     def read(self, wait_new: bool = True) -> CounterReading:
+        """The latest completed sampling period; with ``wait_new`` one that started after this call (the
+        period running now may have begun under earlier settings), which takes up to two sampling times."""
         self._require_open()
         sampling = self.sampling_time()
-        for _ in range(4):
+        first = self.read_registers(DATA_ID, 1)[DATA_ID]
+        wanted = (first + 2) & 0xFFFFFFFF if wait_new else first
+        for _ in range(8):
             status = self.read_registers(DATA_ID, 2)
-            if wait_new and status[DATA_ID] == self._last_id:
-                self.clock.sleep(max(status.get(TIME_LEFT, 0), 1) / 1000)
+            now = status[DATA_ID]
+            if (now - wanted) & 0xFFFFFFFF < 1 << 31:  # now ≥ wanted, modulo the 32-bit wrap
+                counts = self.read_registers(0, 28)
+                if self.read_registers(DATA_ID, 1)[DATA_ID] == now:  # no new period while reading
+                    return CounterReading({lab: counts.get(reg, 0) for lab, reg in COUNT_REGISTERS.items()},
+                                          sampling, now)
                 continue
-            counts = self.read_registers(0, 28)
-            if self.read_registers(DATA_ID, 1)[DATA_ID] != status[DATA_ID]:
-                continue  # a new period completed while the counts were read: read again
-            self._last_id = status[DATA_ID]
-            labels = {lab: counts.get(reg, 0) for lab, reg in COUNT_REGISTERS.items()
-                      if all(ord(c) - 64 <= self.n_inputs for c in lab)}
-            return CounterReading(labels, sampling, status[DATA_ID])
+            self.clock.sleep(max(status.get(TIME_LEFT, 0), 1) / 1000)
         raise InstrumentError(self.name, "no new counting period arrived (is the sampling time longer than the "
                                          "transport timeout?)")
 
@@ -249,7 +252,7 @@ class AbacusSimulator(DeviceSimulator):
         if self.lab is None:
             return
         if not self._streaming:
-            self.lab.start_stream(self.name)
+            self.lab.start_stream(self.name, lossless=True)
             self._streaming = True
         chunk = self.lab.read_tags(self.name)
         if self._period_start is None:

@@ -64,14 +64,26 @@ def distill(chunk: TagChunk, roles: dict[str, int], params: QkdParams, duration_
 
 
 def distill_bb84(sim: Any, source: DecoySource, duration_s: float, params: QkdParams,
-                 auth_key: bytes | None = None) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
+                 auth_key: bytes | None = None, private_seed: int | None = None,
+                 ) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
     """Decoy BB84 over ``duration_s`` of pulses on the simulated lab: Bob's tags from the weak-coherent
-    transmitter model, slotted to pulses; Alice recomputes her choices from her transmitter's key."""
-    alice_key = int(np.random.SeedSequence([sim.seed, 0xB884]).generate_state(1, np.uint64)[0])
-    tx = WeakCoherentBB84(sim, source, alice_key, seed=sim.seed + 84)
+    transmitter model, slotted to pulses; Alice recomputes her choices from her transmitter's key.
+
+    The private randomness (Alice's QRNG key, the channel, Bob's squashing coins) is fresh from the OS
+    unless ``private_seed`` is given, which tests do to be reproducible; ``params.seed`` is public."""
+    private = np.random.SeedSequence(private_seed)
+    alice_seq, channel_seq, bob_seq = private.spawn(3)
+    alice_key = int.from_bytes(alice_seq.generate_state(4, np.uint32).tobytes(), "little")  # 128 bits
+    bob = {d.input: d for d in sim.detectors.values() if d.party == "bob" and d.port in "HVDA"}
+    jitter = max((d.p.jitter_ps for d in bob.values()), default=0.0)
+    if source.period_ps < 10 * jitter:
+        raise QlabError(f"pulse period {source.period_ps} ps is too short for {jitter:.0f} ps detector jitter "
+                        "to assign clicks to pulses; lower rep_rate_hz")
+    tx = WeakCoherentBB84(sim, source, alice_key, seed=channel_seq)
     chunk, _, n_pulses = tx.transmit(duration_s)
-    ports = {d.input: d.port for d in sim.detectors.values() if d.party == "bob" and d.port in "HVDA"}
-    index, basis, bit = pulse_slots(chunk, ports, source.period_ps, np.random.default_rng(params.seed + 7))
+    ports = {i: d.port for i, d in bob.items()}
+    delays = {i: int(d.p.cable_delay_ps) for i, d in bob.items()}  # what a delay calibration would find
+    index, basis, bit = pulse_slots(chunk, ports, delays, source.period_ps, np.random.default_rng(bob_seq))
     p = QkdParams(**{**params.__dict__, "sample_fraction": 0.0})  # QBER_Z comes from Cascade; no Z sample
     alice, bob = run_parties(
         lambda ch: Bb84Alice(lambda idx: alice_choices(alice_key, source, idx), source.intensities,
@@ -132,9 +144,12 @@ class QkdProcedure(Procedure):
         if lab.sim is None:
             raise QlabError("BB84 needs a decoy-state transmitter; qlab has one only in the simulated lab "
                             "(backend: sim)")
-        source = DecoySource(rep_rate_hz=float(self.rep_rate_hz),
-                             intensities=(float(self.mu_signal), float(self.mu_decoy), float(self.mu_weak)),
-                             misalignment=float(self.misalignment))
+        try:
+            source = DecoySource(rep_rate_hz=float(self.rep_rate_hz),
+                                 intensities=(float(self.mu_signal), float(self.mu_decoy), float(self.mu_weak)),
+                                 misalignment=float(self.misalignment))
+        except ValueError as exc:
+            raise QlabError(f"qkd --protocol bb84: {exc}") from None
         ctx.progress(0.05, "transmitting decoy-state pulses")
         params = QkdParams(eps_sec=self.eps_sec, eps_cor=self.eps_cor, seed=int(self.seed))
         ctx.progress(0.3, "sifting, decoy estimation, error correction, privacy amplification")

@@ -119,6 +119,9 @@ class _AliceSide(_Party):
         except AuthenticationError as exc:
             self._abort(f"authentication: {exc}", tell=True)  # stop the peer now rather than at its timeout
             return self.stats
+        except Exception as exc:  # noqa: BLE001 - a party thread must end the session, not die silently
+            self._abort(f"{type(exc).__name__}: {exc}", tell=True)
+            return self.stats
 
     def _sift(self) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
@@ -187,6 +190,9 @@ class _BobSide(_Party):
             return self._distill(z, x)
         except AuthenticationError as exc:
             self._abort(f"authentication: {exc}", tell=True)  # stop the peer now rather than at its timeout
+            return self.stats
+        except Exception as exc:  # noqa: BLE001 - a party thread must end the session, not die silently
+            self._abort(f"{type(exc).__name__}: {exc}", tell=True)
             return self.stats
 
     def _sift(self) -> tuple[np.ndarray, np.ndarray]:

@@ -112,7 +112,7 @@ class _Bob:
         self.flip_log: list[np.ndarray] = []
         self.flips = np.zeros(0, np.int64)
         self.known: dict[int, tuple[int, np.ndarray]] = {}  # pass -> (block size, Alice's block parities)
-        self.alice_parity: dict[int, int] = {}  # every range parity Alice revealed or implied, by range key
+        self.alice_parity: dict = {}  # every range parity Alice revealed or implied, by range key
         self.leaked = 0
         self.round_trips = 0
         self.corrected = 0
@@ -134,9 +134,11 @@ class _Bob:
             out ^= (n_in & 1).astype(np.uint8)
         return out
 
-    def _keys(self, ranges: np.ndarray) -> list[int]:
+    def _keys(self, ranges: np.ndarray) -> list:
         n1 = self.key.size + 1
-        return ((ranges[:, 0] * n1 + ranges[:, 1]) * n1 + ranges[:, 2]).tolist()
+        if n1 * n1 * 2048 < 1 << 63:  # pass numbers stay below 2048: a packed int64 key is exact and fast
+            return ((ranges[:, 0] * n1 + ranges[:, 1]) * n1 + ranges[:, 2]).tolist()
+        return list(map(tuple, ranges.tolist()))  # ~10^8-bit keys and up: exact tuples
 
     def remember(self, ranges: np.ndarray, parities: np.ndarray) -> None:
         self.alice_parity.update(zip(self._keys(ranges), parities.tolist(), strict=True))

@@ -58,8 +58,10 @@ def _vacuum_and_single(counts: tuple[int, ...], mu: tuple[float, ...], p: tuple[
 
 
 def _gamma(a: float, b: float, c: float, d: float) -> float:
-    if b <= 0 or b >= 1 or c <= 0 or d <= 0:
+    if c <= 0 or d <= 0 or b >= 1:
         return 0.5
+    if b <= 0:
+        return 0.0  # the limit b → 0 of the expression below
     arg = (c + d) / (c * d * (1 - b) * b) * (21 / a) ** 2
     return math.sqrt((c + d) * (1 - b) * b / (c * d * math.log(2)) * math.log2(arg))
 

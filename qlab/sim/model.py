@@ -59,6 +59,7 @@ class TaggerState:
     input_delay_ps: dict[int, int] = field(default_factory=dict)
     trigger_v: dict[int, float] = field(default_factory=dict)
     streaming: bool = False
+    lossless: bool = False  # a device that counts on board (coincidence counter): never loses data to a slow reader
     t_read_ps: int = 0  # tagger time up to which tags were handed out
     pend_t: list[np.ndarray] = field(default_factory=list)
     pend_ch: list[np.ndarray] = field(default_factory=list)
@@ -459,11 +460,12 @@ class SimLab:
         return buf
 
     # -- tagger side -----------------------------------------------------------------------------------------
-    def start_stream(self, tagger: str) -> None:
+    def start_stream(self, tagger: str, lossless: bool = False) -> None:
         with self._lock:
             self._catch_up()
             tg = self.taggers[tagger]
             tg.streaming = True
+            tg.lossless = lossless
             tg.pend_t, tg.pend_ch, tg.gaps = [], [], []
             tg.t_read_ps = tg.tagger_time(self._gen_true_ps)
 
@@ -480,7 +482,7 @@ class SimLab:
                 return TagChunk(np.zeros(0, np.int64), np.zeros(0, np.int16), t, t)
             now_true = int(self.clock.now() * 1e12)
             t_stop = tg.tagger_time(now_true)
-            if self.clock.realtime and now_true - self._gen_true_ps > self.max_backlog_s * 1e12:
+            if self.clock.realtime and not tg.lossless and now_true - self._gen_true_ps > self.max_backlog_s * 1e12:
                 # The reader fell behind real time: like a real tagger's full buffer, the excess is lost and
                 # reported as an overflow gap (excluded from exposure) instead of growing every next read.
                 skip_to = now_true - int(self.max_backlog_s * 1e12)

@@ -1,8 +1,9 @@
 """Prepare-and-measure BB84 with a weak-coherent decoy-state transmitter, on the simulated lab's Bob side.
 
 Alice's transmitter (laser, intensity and polarization modulators, QRNG) has no driver in qlab; in the
-simulated lab it is this model. Alice's choices per pulse (basis, bit, intensity) are a keyed hash of the
-pulse index, so her party can recompute them for the pulses Bob reports without holding every pulse.
+simulated lab it is this model. Its QRNG stands in as a Philox counter-mode stream under a 128-bit secret
+key: the choices of pulse i (basis, bit, intensity) come from output i, so Alice's party recomputes them for
+the pulses Bob reports without storing every pulse.
 Each pulse is a coherent state: the photon numbers reaching Bob's four detectors are independent Poisson
 variables (thinning through the fibre, his passive 50/50 basis splitter, the analyzer with misalignment
 ``misalignment`` and the detector efficiency), plus each detector's dark counts inside a ``gate_ps``
@@ -20,7 +21,6 @@ import numpy as np
 from qlab.instruments.tagger import TagChunk
 
 PORT_BASIS_BIT = {"H": (0, 0), "V": (0, 1), "D": (1, 0), "A": (1, 1)}
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 @dataclass(frozen=True)
@@ -32,26 +32,34 @@ class DecoySource:
     misalignment: float = 0.01  # probability a photon exits the wrong port of the matching analyzer
     gate_ps: int = 1000  # window around the pulse slot in which a dark count is attributed to the pulse
 
+    def __post_init__(self) -> None:
+        m1, m2, m3 = self.intensities
+        if not (m1 > m2 + m3 and m2 > m3 >= 0):
+            raise ValueError(f"decoy intensities {self.intensities} must satisfy μ1 > μ2 + μ3 and μ2 > μ3 ≥ 0")
+        if abs(sum(self.probabilities) - 1) > 1e-9 or min(self.probabilities) <= 0:
+            raise ValueError(f"intensity probabilities {self.probabilities} must be positive and sum to 1")
+        if not 0 < self.p_z < 1 or not 0 <= self.misalignment <= 0.5:
+            raise ValueError(f"p_z {self.p_z} must be in (0, 1) and misalignment {self.misalignment} in [0, 0.5]")
+
     @property
     def period_ps(self) -> int:
         return int(round(1e12 / self.rep_rate_hz))
 
 
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser: a bijective 64-bit hash."""
-    with np.errstate(over="ignore"):
-        z = x + _GOLDEN
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
 def alice_choices(key: int, source: DecoySource, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(basis 0=Z 1=X, bit, intensity class 0..2) Alice chose for the pulses ``index``; ``key`` is her secret."""
-    h = _mix(np.asarray(index, np.uint64) ^ _mix(np.array([key], np.uint64))[0])
-    u_basis = (h & np.uint64(0xFFFFFF)).astype(np.float64) / 16777216.0
-    bit = ((h >> np.uint64(24)) & np.uint64(1)).astype(np.uint8)
-    u_int = (h >> np.uint64(32)).astype(np.float64) / 4294967296.0
+    """(basis 0=Z 1=X, bit, intensity class 0..2) Alice chose for the pulses ``index``; ``key`` is her secret
+    128-bit QRNG key."""
+    index = np.asarray(index, np.int64)
+    if index.size == 0:
+        z = np.zeros(0, np.uint8)
+        return z, z, z
+    first = int(index.min()) // 4 * 4  # Philox yields four 64-bit outputs per counter step
+    gen = np.random.Philox(key=key)
+    gen.advance(first // 4)
+    raw = gen.random_raw(int(index.max()) - first + 1)[index - first]
+    u_basis = (raw & np.uint64(0xFFFFFF)).astype(np.float64) / 16777216.0
+    bit = ((raw >> np.uint64(24)) & np.uint64(1)).astype(np.uint8)
+    u_int = (raw >> np.uint64(32)).astype(np.float64) / 4294967296.0
     cls = np.searchsorted(np.cumsum(source.probabilities)[:-1], u_int, side="right").astype(np.uint8)
     return (u_basis >= source.p_z).astype(np.uint8), bit, cls
 
@@ -61,7 +69,7 @@ class WeakCoherentBB84:
 
     chunk_pulses = 1 << 21
 
-    def __init__(self, lab, source: DecoySource, alice_key: int, seed: int):
+    def __init__(self, lab, source: DecoySource, alice_key: int, seed: int | np.random.SeedSequence):
         self.lab, self.source, self.alice_key = lab, source, int(alice_key)
         self.rng = np.random.default_rng(seed)
         self.bob = {}
@@ -116,16 +124,20 @@ class WeakCoherentBB84:
         return chunk, first, n_total
 
 
-def pulse_slots(chunk: TagChunk, port_of_input: dict[int, str], period_ps: int,
+def pulse_slots(chunk: TagChunk, port_of_input: dict[int, str], delay_of_input: dict[int, int], period_ps: int,
                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Bob's clicks per pulse slot: (pulse index, basis, bit). Several clicks in one slot are squashed: one
-    basis → a random bit in it; both bases → a random basis and bit (the standard squashing map)."""
+    """Bob's clicks per pulse slot: (pulse index, basis, bit). Each input's delay (ps, from calibration) is
+    removed before slotting. Several clicks in one slot are squashed: one basis → a random bit in it; both
+    bases → a random basis and bit (the standard squashing map). ``rng`` must be Bob's private randomness."""
     lut = np.full(65536, 255, np.uint8)
+    delay = np.zeros(65536, np.int64)
     for inp, port in port_of_input.items():
         lut[inp] = "HVDA".index(port)
-    det = lut[chunk.channels.astype(np.int64) & 0xFFFF]
+        delay[inp] = int(delay_of_input.get(inp, 0))
+    ch = chunk.channels.astype(np.int64) & 0xFFFF
+    det = lut[ch]
     keep = det != 255
-    slot = np.floor_divide(chunk.timestamps[keep] + period_ps // 2, period_ps)
+    slot = np.floor_divide(chunk.timestamps[keep] - delay[ch[keep]] + period_ps // 2, period_ps)
     det = det[keep]
     order = np.argsort(slot, kind="stable")
     slot, det = slot[order], det[order]
