@@ -105,6 +105,10 @@ class Lab:
             except Exception as exc:  # noqa: BLE001 - keep closing the others
                 log.error("%s: close failed: %s", name, exc)
             h.stop()
+        if self.sim is not None:
+            from qlab.sim.registry import unregister_lab
+
+            unregister_lab(self.sim)
         atexit.unregister(self.close)
 
     def __enter__(self) -> Lab:

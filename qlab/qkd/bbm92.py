@@ -109,19 +109,22 @@ class _Party:
         if tell:
             self.ch.abort(reason)
 
+    def _guarded(self, session) -> BlockStats:
+        """Run the party's session; any failure ends it for both parties (the peer is told at once rather
+        than at its channel timeout) with no key."""
+        try:
+            return session()
+        except AuthenticationError as exc:
+            self._abort(f"authentication: {exc}", tell=True)
+        except Exception as exc:  # noqa: BLE001 - a party thread must end the session, not die silently
+            self._abort(f"{type(exc).__name__}: {exc}", tell=True)
+        return self.stats
+
 
 class _AliceSide(_Party):
     def run(self) -> BlockStats:
         rng = np.random.default_rng(self.p.seed)
-        try:
-            z, x = self._sift()
-            return self._distill(z, x, rng)
-        except AuthenticationError as exc:
-            self._abort(f"authentication: {exc}", tell=True)  # stop the peer now rather than at its timeout
-            return self.stats
-        except Exception as exc:  # noqa: BLE001 - a party thread must end the session, not die silently
-            self._abort(f"{type(exc).__name__}: {exc}", tell=True)
-            return self.stats
+        return self._guarded(lambda: self._distill(*self._sift(), rng))
 
     def _sift(self) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
@@ -185,15 +188,7 @@ class _AliceSide(_Party):
 
 class _BobSide(_Party):
     def run(self) -> BlockStats:
-        try:
-            z, x = self._sift()
-            return self._distill(z, x)
-        except AuthenticationError as exc:
-            self._abort(f"authentication: {exc}", tell=True)  # stop the peer now rather than at its timeout
-            return self.stats
-        except Exception as exc:  # noqa: BLE001 - a party thread must end the session, not die silently
-            self._abort(f"{type(exc).__name__}: {exc}", tell=True)
-            return self.stats
+        return self._guarded(lambda: self._distill(*self._sift()))
 
     def _sift(self) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError

@@ -18,6 +18,12 @@ def register_lab(lab: Any) -> None:
         _labs.add(lab)
 
 
+def unregister_lab(lab: Any) -> None:
+    """A closed lab's devices stop being reachable by URL (another lab may reuse the instrument names)."""
+    with _lock:
+        _labs.discard(lab)
+
+
 def simulator_class(model: str) -> type:
     entry = SIM_MODELS.get(model)
     if entry is None:

@@ -84,3 +84,29 @@ class Transport(ABC):
 
     def timeout_error(self, what: str) -> InstrumentTimeout:
         return InstrumentTimeout(self.name, f"no answer within {self.timeout_s:g} s ({what})")
+
+
+class BufferedTransport(Transport):
+    """A transport that gathers input in a buffer: subclasses only say how to ``_fill`` it."""
+
+    def __init__(self, name: str, **kw):
+        super().__init__(name, **kw)
+        self._buf = bytearray()
+
+    @abstractmethod
+    def _fill(self, timeout_s: float, what: str) -> None:
+        """Append what arrives within ``timeout_s`` to ``self._buf``; raise InstrumentTimeout if nothing does."""
+
+    def _read_until(self, terminator: bytes, timeout_s: float) -> bytes:
+        while (i := self._buf.find(terminator)) < 0:
+            self._fill(timeout_s, f"waiting for {terminator!r}")
+        out = bytes(self._buf[: i + len(terminator)])
+        del self._buf[: i + len(terminator)]
+        return out
+
+    def _read_exact(self, n: int, timeout_s: float) -> bytes:
+        while len(self._buf) < n:
+            self._fill(timeout_s, f"waiting for {n} bytes")
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out

@@ -10,14 +10,10 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import Protocol
 
-from qlab.transport.base import Transport
+from qlab.transport.base import BufferedTransport
 
 
-class MessageTransport(Transport):
-    def __init__(self, name: str, **kw):
-        super().__init__(name, **kw)
-        self._buf = bytearray()
-
+class MessageTransport(BufferedTransport):
     @abstractmethod
     def _send_message(self, data: bytes) -> None: ...
 
@@ -33,20 +29,6 @@ class MessageTransport(Transport):
         if msg is None:
             raise self.timeout_error(f"{what}, got {bytes(self._buf)!r}")
         self._buf += msg + self.read_termination
-
-    def _read_until(self, terminator: bytes, timeout_s: float) -> bytes:
-        while (i := self._buf.find(terminator)) < 0:
-            self._fill(timeout_s, "waiting for a reply message")
-        out = bytes(self._buf[: i + len(terminator)])
-        del self._buf[: i + len(terminator)]
-        return out
-
-    def _read_exact(self, n: int, timeout_s: float) -> bytes:
-        while len(self._buf) < n:
-            self._fill(timeout_s, f"waiting for {n} bytes")
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
-        return out
 
     def drain(self) -> bytes:
         with self.lock:

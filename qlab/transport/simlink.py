@@ -7,14 +7,13 @@ simulated clock instead of the wall clock when the lab runs faster than real tim
 from __future__ import annotations
 
 from qlab.sim.device import DeviceSimulator
-from qlab.transport.base import Transport
+from qlab.transport.base import BufferedTransport
 
 
-class SimLinkTransport(Transport):
+class SimLinkTransport(BufferedTransport):
     def __init__(self, name: str, device: DeviceSimulator, **kw):
         super().__init__(name, **kw)
         self.device = device
-        self._buf = bytearray()
         device.connect()
 
     def _write(self, data: bytes) -> None:
@@ -34,17 +33,3 @@ class SimLinkTransport(Transport):
             stale = bytes(self._buf) + self.device.read_due()
             self._buf.clear()
             return stale
-
-    def _read_until(self, terminator: bytes, timeout_s: float) -> bytes:
-        while (i := self._buf.find(terminator)) < 0:
-            self._fill(timeout_s, f"waiting for {terminator!r}")
-        out = bytes(self._buf[: i + len(terminator)])
-        del self._buf[: i + len(terminator)]
-        return out
-
-    def _read_exact(self, n: int, timeout_s: float) -> bytes:
-        while len(self._buf) < n:
-            self._fill(timeout_s, f"waiting for {n} bytes")
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
-        return out
