@@ -8,8 +8,8 @@ from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-from qlab.errors import InstrumentError
-from qlab.instruments.base import Instrument, value
+from qlab.instruments.base import value
+from qlab.instruments.inputs import InputInstrument
 
 
 def letter(channel: int) -> str:
@@ -36,7 +36,7 @@ class CounterReading:
         return self.counts[label] / self.sampling_s
 
 
-class CoincidenceUnit(Instrument):
+class CoincidenceUnit(InputInstrument):
     kind = "counter"
 
     def set_sampling_time(self, sampling_s: float) -> None:
@@ -49,21 +49,10 @@ class CoincidenceUnit(Instrument):
         self._require_open()
         self._set_coincidence_window(int(self.limits.check("coincidence_window_ps", window_ps)))
 
-    def set_delay(self, channel: int, delay_ps: int) -> None:
-        """Delay added to input ``channel`` before coincidences are formed, in ps."""
-        self._require_open()
-        self._check_channel(channel)
-        self._set_delay(channel, int(self.limits.check("delay_ps", delay_ps)))
-
-    def _check_channel(self, channel: int) -> None:
-        if channel not in self.channels():
-            raise InstrumentError(self.name, f"no input {channel}; inputs are {self.channels()}")
-
     def apply_settings(self, settings: dict[str, Any]) -> None:
         for key, v in settings.items():
             if key == "delays_ps":
-                for ch, d in dict(v).items():
-                    self.set_delay(int(ch), int(d))
+                self._apply_delays(v)
             elif key == "coincidence_window_ps":
                 self.set_coincidence_window(int(v))
             elif key == "sampling_s":
@@ -77,9 +66,6 @@ class CoincidenceUnit(Instrument):
         for ch in self.channels():
             snap[f"delay_{letter(ch)}"] = value(self.delay(ch), "ps")
         return snap
-
-    @abstractmethod
-    def channels(self) -> list[int]: ...
 
     @abstractmethod
     def read(self, wait_new: bool = True) -> CounterReading:
@@ -96,9 +82,3 @@ class CoincidenceUnit(Instrument):
 
     @abstractmethod
     def coincidence_window(self) -> int: ...
-
-    @abstractmethod
-    def _set_delay(self, channel: int, delay_ps: int) -> None: ...
-
-    @abstractmethod
-    def delay(self, channel: int) -> int: ...

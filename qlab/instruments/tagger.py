@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from qlab.instruments.base import Instrument, value
+from qlab.instruments.base import value
+from qlab.instruments.inputs import InputInstrument
 
 
 @dataclass
@@ -51,27 +52,14 @@ class TagChunk:
                         sum(c.missed_events for c in chunks))
 
 
-class TimeTagger(Instrument):
+class TimeTagger(InputInstrument):
     kind = "tagger"
     poll_interval_s = 0.05
-
-    def set_delay(self, channel: int, delay_ps: int) -> None:
-        """Per-channel input delay in ps, applied by the tagger before timestamps are sorted."""
-        self._require_open()
-        self._check_channel(channel)
-        self.limits.check("delay_ps", delay_ps)
-        self._set_delay(channel, int(delay_ps))
 
     def set_trigger_level(self, channel: int, level_v: float) -> None:
         self._require_open()
         self._check_channel(channel)
         self._set_trigger_level(channel, self.limits.check("trigger_level_v", level_v))
-
-    def _check_channel(self, channel: int) -> None:
-        from qlab.errors import InstrumentError
-
-        if channel not in self.channels():
-            raise InstrumentError(self.name, f"no input {channel}; inputs are {self.channels()}")
 
     def acquire(self, duration_s: float) -> TagChunk:
         """Stream for ``duration_s`` seconds of tagger time and return everything in one chunk.
@@ -93,8 +81,7 @@ class TimeTagger(Instrument):
     def apply_settings(self, settings: dict[str, Any]) -> None:
         for key, v in settings.items():
             if key == "delays_ps":
-                for ch, d in dict(v).items():
-                    self.set_delay(int(ch), int(d))
+                self._apply_delays(v)
             elif key == "trigger_levels_v":
                 for ch, lv in dict(v).items():
                     self.set_trigger_level(int(ch), float(lv))
@@ -107,15 +94,6 @@ class TimeTagger(Instrument):
             snap[f"delay_ch{ch}"] = value(self.delay(ch), "ps")
             snap[f"trigger_level_ch{ch}"] = value(self.trigger_level(ch), "V")
         return snap
-
-    @abstractmethod
-    def channels(self) -> list[int]: ...
-
-    @abstractmethod
-    def _set_delay(self, channel: int, delay_ps: int) -> None: ...
-
-    @abstractmethod
-    def delay(self, channel: int) -> int: ...
 
     @abstractmethod
     def _set_trigger_level(self, channel: int, level_v: float) -> None: ...

@@ -7,6 +7,7 @@ keeps statistics (QBER, lengths, leaked bits, ε, rates).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -84,7 +85,7 @@ def distill_bb84(sim: Any, source: DecoySource, duration_s: float, params: QkdPa
     ports = {i: d.port for i, d in bob.items()}
     delays = {i: int(d.p.cable_delay_ps) for i, d in bob.items()}  # what a delay calibration would find
     index, basis, bit = pulse_slots(chunk, ports, delays, source.period_ps, np.random.default_rng(bob_seq))
-    p = QkdParams(**{**params.__dict__, "sample_fraction": 0.0})  # QBER_Z comes from Cascade; no Z sample
+    p = dataclasses.replace(params, sample_fraction=0.0)  # QBER_Z comes from Cascade; no Z sample
     alice, bob = run_parties(
         lambda ch: Bb84Alice(lambda idx: alice_choices(alice_key, source, idx), source.intensities,
                              source.probabilities, ch, p),

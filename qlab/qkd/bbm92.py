@@ -232,13 +232,16 @@ class _BobSide(_Party):
         return self.stats
 
 
-class Alice(_AliceSide):
-    """BBM92 Alice: her own clicks (times in the common frame, ports 0..3 = H, V, D, A)."""
+class _OwnClicks(_Party):
+    """A BBM92 party: its own clicks (times in the common frame, ports 0..3 = H, V, D, A)."""
 
     def __init__(self, times_ps: np.ndarray, ports: np.ndarray, channel: AuthenticatedChannel, params: QkdParams):
         super().__init__(channel, params)
         self.t = np.asarray(times_ps, np.int64)
         self.basis, self.bit = split_ports(ports)
+
+
+class Alice(_OwnClicks, _AliceSide):
 
     def _sift(self) -> tuple[np.ndarray, np.ndarray]:
         hdr, payload = self.ch.recv("clicks")
@@ -257,11 +260,7 @@ class Alice(_AliceSide):
         return key_length(n, k, self.stats.qber_x or 0.0, leak_bits, self.p.eps_sec, self.p.eps_cor)
 
 
-class Bob(_BobSide):
-    def __init__(self, times_ps: np.ndarray, ports: np.ndarray, channel: AuthenticatedChannel, params: QkdParams):
-        super().__init__(channel, params)
-        self.t = np.asarray(times_ps, np.int64)
-        self.basis, self.bit = split_ports(ports)
+class Bob(_OwnClicks, _BobSide):
 
     def _sift(self) -> tuple[np.ndarray, np.ndarray]:
         self.ch.send("clicks", {"n": int(self.t.size)}, self.t.tobytes() + self.basis.astype(np.uint8).tobytes())

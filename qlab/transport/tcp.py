@@ -6,10 +6,10 @@ import socket
 import time
 
 from qlab.errors import InstrumentError
-from qlab.transport.base import Transport
+from qlab.transport.base import BufferedTransport
 
 
-class TcpTransport(Transport):
+class TcpTransport(BufferedTransport):
     def __init__(self, name: str, host: str, port: int, **kw):
         super().__init__(name, **kw)
         try:
@@ -17,38 +17,24 @@ class TcpTransport(Transport):
         except OSError as exc:
             raise InstrumentError(name, f"cannot connect to {host}:{port}: {exc}") from None
         self.sock.settimeout(0.05)
-        self._buf = bytearray()
 
     def _write(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def _fill(self, deadline: float, what: str) -> None:
-        try:
-            chunk = self.sock.recv(65536)
-        except TimeoutError:
-            chunk = None
-        if chunk == b"":
-            raise InstrumentError(self.name, "connection closed by the device")
-        if chunk:
-            self._buf += chunk
-        elif time.monotonic() > deadline:
-            raise self.timeout_error(what)
-
-    def _read_until(self, terminator: bytes, timeout_s: float) -> bytes:
+    def _fill(self, timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
-        while (i := self._buf.find(terminator)) < 0:
-            self._fill(deadline, f"waiting for {terminator!r}")
-        out = bytes(self._buf[: i + len(terminator)])
-        del self._buf[: i + len(terminator)]
-        return out
-
-    def _read_exact(self, n: int, timeout_s: float) -> bytes:
-        deadline = time.monotonic() + timeout_s
-        while len(self._buf) < n:
-            self._fill(deadline, f"waiting for {n} bytes")
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
-        return out
+        while True:
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                chunk = None
+            if chunk == b"":
+                raise InstrumentError(self.name, "connection closed by the device")
+            if chunk:
+                self._buf += chunk
+                return
+            if time.monotonic() > deadline:
+                raise self.timeout_error(what)
 
     def close(self) -> None:
         self.sock.close()
