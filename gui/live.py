@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qlab.analysis.bell import Counts4, chsh, visibility
-from qlab.instruments.tagger import TagChunk
 from qlab.stream.coincidence import CoincidenceCounter, CoincidenceResult
 from qlab.stream.histogram import cross_correlation
+from qlab.types import TagChunk
 
 QBER_ABORT = 0.11  # above this no key survives even asymptotically (Shor–Preskill)
 

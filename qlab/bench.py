@@ -36,8 +36,8 @@ def simulated_stream(seconds: float, seed: int = 7):
 
 
 def bench_coincidence(quick: bool) -> dict[str, float]:
-    from qlab.instruments.tagger import TagChunk
     from qlab.stream.coincidence import CoincidenceCounter
+    from qlab.types import TagChunk
 
     base = simulated_stream(2.0 if quick else 4.0)
     reps = 4 if quick else 12
@@ -110,7 +110,7 @@ def bench_storage(quick: bool) -> dict[str, float]:
             with RunFile(path, taggers=["tagger"], procedure="bench") as rf:
                 step = 1 << 20
                 for k in range(0, len(chunk), step):
-                    from qlab.instruments.tagger import TagChunk
+                    from qlab.types import TagChunk
 
                     rf.append_tags(TagChunk(chunk.timestamps[k:k + step], chunk.channels[k:k + step], 0, 1))
 

@@ -6,9 +6,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qlab.instruments.tagger import TagChunk
 from qlab.stream.coincidence import CoincidenceCounter
 from qlab.stream.histogram import cross_correlation, g2, start_stop
+from qlab.types import TagChunk
 
 CHANNELS = [0, 1, 2, 3]
 

@@ -12,9 +12,9 @@ import pytest
 from qlab.config.schema import Limit
 from qlab.errors import InstrumentError
 from qlab.instruments.limits import Limits
-from qlab.instruments.tagger import TagChunk
 from qlab.transport.message import SimMessageTransport
 from qlab.transport.transcript import TranscriptTransport
+from qlab.types import TagChunk
 from tests.transcripts import pairs_from_log
 
 LIMITS = {"delay_ps": Limit(min=0, max=1_000_000), "trigger_level_v": Limit(min=-2.5, max=2.5)}

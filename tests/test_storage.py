@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from qlab.errors import FileFormatError
-from qlab.instruments.tagger import TagChunk
 from qlab.storage.ptu import iter_ptu_t2, write_ptu_t2
 from qlab.storage.reader import RunReader
 from qlab.storage.runfile import RunFile
+from qlab.types import TagChunk
 from tests.conftest import REPO
 
 

@@ -6,8 +6,8 @@ import sys
 
 import numpy as np
 
-from qlab.instruments.tagger import TagChunk
 from qlab.storage.runfile import RunFile
+from qlab.types import TagChunk
 
 
 def main(path: str, chunk_tags: int = 50_000) -> None:

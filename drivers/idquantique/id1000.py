@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from qlab.errors import InstrumentError, ProtocolError
-from qlab.instruments.tagger import TagChunk, TimeTagger
+from qlab.instruments.tagger import TimeTagger
+from qlab.types import TagChunk
 
 N_INPUTS = 4
 THRESHOLD_RANGE_V = (-2.0, 2.0)

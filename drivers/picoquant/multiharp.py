@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from qlab.errors import InstrumentError
-from qlab.instruments.tagger import TagChunk, TimeTagger
+from qlab.instruments.tagger import TimeTagger
+from qlab.types import TagChunk
 
 MODE_T2 = 2
 FIFO_RECORDS = 1_048_576

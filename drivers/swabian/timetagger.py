@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from qlab.errors import InstrumentError
-from qlab.instruments.tagger import TagChunk, TimeTagger
+from qlab.instruments.tagger import TimeTagger
+from qlab.types import TagChunk
 
 TIME_TAG, ERROR, OVERFLOW_BEGIN, OVERFLOW_END, MISSED_EVENTS = 0, 1, 2, 3, 4
 

@@ -274,8 +274,8 @@ class AbacusSimulator(DeviceSimulator):
         self.regs[TIME_LEFT] = int((self._period_start + period - chunk.t_stop_ps) / 1e9)
 
     def _latch(self, ts: np.ndarray, ch: np.ndarray) -> None:
-        from qlab.instruments.tagger import TagChunk
         from qlab.stream.coincidence import CoincidenceCounter
+        from qlab.types import TagChunk
 
         window_ps = int(round(decode_timer(self.regs[WINDOW]) * 1e12))
         # Pulses stretched to the window overlap when they are less than one window apart.

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from qlab.errors import FileFormatError, NotBuiltError, QlabError
-from qlab.instruments.tagger import TagChunk
 from qlab.stream.coincidence import CoincidenceCounter, NFoldCounter
 from qlab.stream.delays import find_delays
+from qlab.types import TagChunk
 
 BBM92_ROLES = {f"{p}.{k}" for p in ("alice", "bob") for k in "HVDA"}
 
@@ -127,8 +127,8 @@ def _distill_file(chunks: list[TagChunk], roles: dict[str, int], delays: dict[in
                   exposure_s: float) -> dict[str, Any]:
     import numpy as np
 
-    from qlab.procedures.qkd import distill
     from qlab.qkd.bbm92 import QkdParams
+    from qlab.qkd.pipeline import distill
 
     whole = TagChunk.concatenate(chunks)
     shift = np.zeros(512, np.int64)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qlab.errors import QlabError
-from qlab.instruments.tagger import TagChunk
 from qlab.lab import Lab
 from qlab.procedures.engine import RunContext
 from qlab.stream.coincidence import CoincidenceResult, count
+from qlab.types import TagChunk
 
 
 def single_tagger(lab: Lab) -> str:

@@ -17,7 +17,7 @@ import numba as nb
 import numpy as np
 
 from qlab.qkd.channel import AuthenticatedChannel
-from qlab.sim.rng import next_u64
+from qlab.rng import next_u64
 
 BICONF_BASE = 1000  # pass numbers from here on are BICONF subsets
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from qlab.sim.rng import EXP_TABLE, exponential, next_u64, normal, uniform
+from qlab.rng import EXP_TABLE, exponential, next_u64, normal, uniform
 
 _LOW28 = np.uint64((1 << 28) - 1)
 _LOW20 = np.uint64((1 << 20) - 1)

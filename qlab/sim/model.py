@@ -19,10 +19,10 @@ import numpy as np
 from qlab import optics
 from qlab.config.loader import LoadedConfig
 from qlab.config.schema import DetectorSim, LaserSim, TaggerSim
-from qlab.instruments.tagger import TagChunk
+from qlab.rng import NORMAL_TABLE, seed_state
 from qlab.sim.clock import SimClock
 from qlab.sim.kernel import alias_table, generate_clicks, insertion_sort_pairs
-from qlab.sim.rng import NORMAL_TABLE, seed_state
+from qlab.types import TagChunk
 
 PARTIES = ("alice", "bob")
 DETECTOR_PULSE_V = 2.5  # NIM/TTL pulse height seen by the tagger; trigger levels must sit below it

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qlab.instruments.tagger import TagChunk
+from qlab.types import TagChunk
 
 PORT_BASIS_BIT = {"H": (0, 0), "V": (0, 1), "D": (1, 0), "A": (1, 1)}
 

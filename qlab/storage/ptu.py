@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from qlab.errors import FileFormatError
-from qlab.instruments.tagger import TagChunk
+from qlab.types import TagChunk
 
 T2_WRAP = 1 << 25
 # PicoQuant record-type codes (TTResultFormat_TTTRRecType) of T2 files.

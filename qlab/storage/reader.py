@@ -12,7 +12,7 @@ import hdf5plugin  # noqa: F401 - registers the bitshuffle filter the raw tags a
 import numpy as np
 
 from qlab.errors import FileFormatError
-from qlab.instruments.tagger import TagChunk
+from qlab.types import TagChunk
 
 
 class RunReader:

@@ -34,7 +34,7 @@ import hdf5plugin
 import numpy as np
 
 from qlab import __version__
-from qlab.instruments.tagger import TagChunk
+from qlab.types import TagChunk
 
 CHUNK_TAGS = 1 << 16
 _STR = h5py.string_dtype("utf-8")

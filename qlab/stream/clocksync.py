@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from qlab.errors import AnalysisError
-from qlab.instruments.tagger import TagChunk
 from qlab.stream.kernels import pair_indices
+from qlab.types import TagChunk
 
 
 @dataclass

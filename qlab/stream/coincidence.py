@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from qlab.instruments.tagger import TagChunk
 from qlab.stream.kernels import LUT_OFFSET, LUT_SIZE, coincidence_events, count_chunk
+from qlab.types import TagChunk
 
 
 def channel_lut(channels: list[int]) -> np.ndarray:

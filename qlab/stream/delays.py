@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from qlab.errors import AnalysisError
-from qlab.instruments.tagger import TagChunk
 from qlab.stream.histogram import Histogram, cross_correlation
+from qlab.types import TagChunk
 
 
 @dataclass

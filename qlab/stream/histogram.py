@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qlab.instruments.tagger import TagChunk
 from qlab.stream.coincidence import channel_lut
 from qlab.stream.kernels import cross_histogram, start_stop_histogram
+from qlab.types import TagChunk
 
 
 @dataclass

@@ -1,0 +1,53 @@
+"""The QKD post-processing pipeline from a tag stream: each party's clicks, both BBM92 parties, and the
+statistics users see. Procedures (live labs) and offline analysis (stored streams) both import it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from qlab.errors import QlabError
+from qlab.qkd.bbm92 import PORTS, QkdParams, run_in_process
+from qlab.types import TagChunk
+
+
+def party_clicks(chunk: TagChunk, roles: dict[str, int], party: str) -> tuple[np.ndarray, np.ndarray]:
+    """One party's own clicks: (times ps, ports 0..3 = H, V, D, A)."""
+    lut = np.full(512, 255, np.uint8)
+    for port, code in PORTS.items():
+        role = f"{party}.{port}"
+        if role not in roles:
+            raise QlabError(f"BBM92 needs a detector with role {role}")
+        lut[roles[role] + 256] = code
+    ports = lut[chunk.channels.astype(np.int64) + 256]
+    sel = ports != 255
+    return chunk.timestamps[sel], ports[sel]
+
+
+def block_stats(protocol: str, alice: Any, bob: Any, params: QkdParams, duration_s: float) -> dict[str, Any]:
+    s = alice.stats
+    aborted = s.aborted or bob.stats.aborted or alice.key is None or bob.key is None
+    # Without a revealed Z sample (BB84 here) the Z error rate is the one error correction found.
+    qber_z = s.qber_z if s.qber_z is not None else s.qber_z_corrected
+    return {"protocol": protocol, "qber": {"Z": qber_z, "X": s.qber_x},
+            "sifted_bits": s.sifted_z + s.sifted_x, "sifted": {"Z": s.sifted_z, "X": s.sifted_x},
+            "secret_bits": 0 if aborted else s.secret_bits,
+            "secret_key_rate_bps": (0 if aborted else s.secret_bits) / duration_s if duration_s > 0 else 0.0,
+            "ec_efficiency": s.ec_efficiency, "leaked_ec_bits": s.leaked_ec_bits, "key_bits_in": s.key_bits_in,
+            "qber_z_corrected": s.qber_z_corrected, "statistical_deviation": s.statistical_deviation,
+            "eps_sec": params.eps_sec, "eps_cor": params.eps_cor, "aborted": aborted,
+            "abort_reason": s.abort_reason or bob.stats.abort_reason, "verified": s.verified,
+            "messages": s.messages, "duration_s": duration_s}
+
+
+def distill(chunk: TagChunk, roles: dict[str, int], params: QkdParams, duration_s: float,
+            auth_key: bytes | None = None) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
+    """Run both BBM92 parties on ``chunk``. Returns (statistics for users, Alice's key, Bob's key)."""
+    ta, pa = party_clicks(chunk, roles, "alice")
+    tb, pb = party_clicks(chunk, roles, "bob")
+    alice, bob = run_in_process(ta, pa, tb, pb, params, auth_key or os.urandom(32))
+    stats = block_stats("bbm92", alice, bob, params, duration_s)
+    return stats, (None if stats["aborted"] else alice.key), (None if stats["aborted"] else bob.key)
