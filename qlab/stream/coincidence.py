@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from qlab.stream.kernels import LUT_OFFSET, LUT_SIZE, coincidence_events, count_chunk
+from qlab.stream.kernels import LUT_OFFSET, LUT_SIZE, coincidence_events, count_chunk, count_offset_pairs
 from qlab.types import TagChunk
 
 
@@ -92,13 +92,18 @@ class CoincidenceCounter:
         self.delays_ps = {ch: int(delays_ps.get(ch, 0)) for ch in self.channels}
         self.delay = np.array([self.delays_ps[ch] for ch in self.channels], np.int64)
         spread = int(self.delay.max() - self.delay.min()) if self.delay.size else 0
-        self.scan = self.half + abs(self.acc_off) + spread
+        self.near_scan = self.half + spread  # raw-time reach of a true coincidence
+        # Accidental pairs sit in a raw-time band around |offset|, counted by their own pass.
+        self.far_lo = max(0, abs(self.acc_off) - self.half - spread)
+        self.far_hi = abs(self.acc_off) + self.half + spread
+        self.scan = self.far_hi if self.acc_off else self.near_scan  # how much tail the next chunk needs
 
     def reset(self) -> None:
         n = len(self.channels)
         self.total = self._empty()
         self._tail_t = np.zeros(0, np.int64)
         self._tail_c = np.zeros(0, np.int16)
+        self._work = np.zeros(0, np.int64)  # scratch of the accidentals pass, reused across chunks
         self._n = n
 
     def _empty(self) -> CoincidenceResult:
@@ -128,8 +133,13 @@ class CoincidenceCounter:
             if lo is not None:
                 self._tail_t, self._tail_c = self._tail_t[:0], self._tail_c[:0]
             seg_t, seg_c = t[i0:i1], c[i0:i1]
-            count_chunk(self._tail_t, self._tail_c, seg_t, seg_c, self.lut, self.delay, self.half, self.acc_off,
-                        self.scan, res.singles, res.coincidences, res.accidentals)
+            count_chunk(self._tail_t, self._tail_c, seg_t, seg_c, self.lut, self.delay, self.half, 0,
+                        self.near_scan, res.singles, res.coincidences, res.accidentals)
+            if self.acc_off:
+                if self._work.size < seg_t.size:
+                    self._work = np.empty(seg_t.size, np.int64)
+                count_offset_pairs(self._tail_t, self._tail_c, seg_t, seg_c, self.lut, self.delay, self.half,
+                                   self.acc_off, self.far_lo, self.far_hi, res.accidentals, self._work)
             if self.keep_events:
                 ev_parts.append(self._events(seg_t, seg_c))
             self._update_tail(seg_t, seg_c)
