@@ -69,73 +69,77 @@ def count_chunk(tail_t, tail_c, t, c, lut, delay, half, acc_off, scan, singles, 
                 k -= 1
 
 
-@nb.njit(cache=True, inline="always")
-def _offset_pair(ci, cj, d, half, acc_off, acc):
-    if ci >= 0 and cj >= 0:
-        if ci <= cj:
-            a, b, dab = ci, cj, d
-        else:
-            a, b, dab = cj, ci, -d
-        if -half <= dab - acc_off <= half:
-            acc[a, b] += 1
-
-
 @nb.njit(cache=True, nogil=True)
-def count_offset_pairs(tail_t, tail_c, t, c, lut, delay, half, acc_off, far_lo, far_hi, acc, work):
-    """Add the off-peak (accidental) coincidences of chunk (t, c) to ``acc``: pairs with t'_b - t'_a within
-    ``half`` of ``acc_off``, a <= b.
+def count_chunk_offset(tail_t, tail_c, t, c, lut, delay, half, acc_off, near_scan, far_lo, far_hi, singles, coinc,
+                       acc, work):
+    """``count_chunk`` with accidentals: off-peak pairs (t'_b - t'_a within ``half`` of ``acc_off``) lie
+    ``far_lo``..``far_hi`` ps apart in raw time (|acc_off| ∓ (half + delay spread)).
 
-    Such pairs lie ``far_lo``..``far_hi`` ps apart in raw time (|acc_off| ∓ (half + delay spread)), a band
-    far from the short coincidence scan; one forward pointer tracks the band's start, so each tag costs a
-    comparison or two instead of a backward walk over every tag within |acc_off|. Pairs with the tail
-    (end of the previous chunk) are included; pairs inside the tail are not. ``work`` is scratch space of at
-    least ``t.size`` int64.
+    Widening the scan to ``far_hi`` would send every tag with a partner photon a few ns earlier down the
+    walk. Instead, branch-free tests on the three previous tags decide whether a tag can have a partner
+    at all: the previous tag within ``near_scan``, one of the two previous tags in the band, or three tags
+    within ``far_hi`` (then a deeper one might be in the band). At lab rates about 1 % of tags walk.
+    ``work`` is int64 scratch of at least ``t.size``.
     """
     n = t.size
     nt = tail_t.size
-    j = 0
-    # Tags whose band reaches back into the tail.
-    k0 = 0
-    while j < n and nt > 0 and tail_t[nt - 1] >= t[j] - far_hi:
-        tj = t[j]
+    for j in range(n):
+        ci = lut[c[j] + LUT_OFFSET]
+        if ci >= 0:
+            singles[ci] += 1
+    # Tags whose reach extends into the tail, or with fewer than three predecessors: the full walk.
+    j0 = 0
+    while j0 < n and (j0 < 3 or (nt > 0 and t[j0] - far_hi <= tail_t[nt - 1])):
+        j0 += 1
+    for j in range(j0):
         cj = lut[c[j] + LUT_OFFSET]
-        while k0 < nt and tail_t[k0] < tj - far_hi:
-            k0 += 1
-        k = k0
-        while k < nt and tj - tail_t[k] >= far_lo:
-            ci = lut[tail_c[k] + LUT_OFFSET]
-            _offset_pair(ci, cj, (tj - delay[cj]) - (tail_t[k] - delay[ci]), half, acc_off, acc)
-            k += 1
-        i = 0
-        while i < j and tj - t[i] >= far_lo:
-            ci = lut[c[i] + LUT_OFFSET]
-            _offset_pair(ci, cj, (tj - delay[cj]) - (t[i] - delay[ci]), half, acc_off, acc)
-            i += 1
-        j += 1
-    # The rest: the band lies inside the chunk. A branch-free pass flags the tags that may have a partner
-    # in the band: one of the two previous tags is in it, or three tags fit within far_hi (then a deeper
-    # one might be). At lab rates that is about 1 % of tags; only those take the walk.
-    m = 0
-    width = np.uint64(far_hi - far_lo)  # d in [far_lo, far_hi]  <=>  unsigned(d - far_lo) <= width
-    for jj in range(max(j, 3), n):
-        tj = t[jj]
-        in1 = np.uint64(tj - t[jj - 1] - far_lo) <= width
-        in2 = np.uint64(tj - t[jj - 2] - far_lo) <= width
-        deep = tj - t[jj - 3] <= far_hi
-        work[m] = jj
-        m += np.int64(in1 | in2 | deep)
-    for jj in range(j, min(3, n)):  # the first tags have fewer than three predecessors
-        work[m] = jj
-        m += 1
-    for k in range(m):
-        jj = work[k]
-        tj = t[jj]
-        cj = lut[c[jj] + LUT_OFFSET]
-        i = jj - 1
+        if cj < 0:
+            continue
+        tj = t[j]
+        tcj = tj - delay[cj]
+        i = j - 1
         while i >= 0 and tj - t[i] <= far_hi:
-            if tj - t[i] >= far_lo:
-                ci = lut[c[i] + LUT_OFFSET]
-                _offset_pair(ci, cj, (tj - delay[cj]) - (t[i] - delay[ci]), half, acc_off, acc)
+            ci = lut[c[i] + LUT_OFFSET]
+            if ci >= 0:
+                _pair(ci, cj, tcj - (t[i] - delay[ci]), half, acc_off, coinc, acc)
+            i -= 1
+        if i < 0:
+            k = nt - 1
+            while k >= 0 and tj - tail_t[k] <= far_hi:
+                ci = lut[tail_c[k] + LUT_OFFSET]
+                if ci >= 0:
+                    _pair(ci, cj, tcj - (tail_t[k] - delay[ci]), half, acc_off, coinc, acc)
+                k -= 1
+    # The three previous times ride in registers and the tests combine without branches; the few tags
+    # that pass are listed in ``work`` and walked afterwards, which keeps the hot loop small.
+    t1 = t[j0 - 1] if j0 >= 1 else 0
+    t2 = t[j0 - 2] if j0 >= 2 else 0
+    t3 = t[j0 - 3] if j0 >= 3 else 0
+    m = 0
+    for j in range(j0, n):
+        tj = t[j]
+        d1 = tj - t1
+        d2 = tj - t2
+        d3 = tj - t3
+        t3 = t2
+        t2 = t1
+        t1 = tj
+        if ((d1 <= near_scan) | ((d1 >= far_lo) & (d1 <= far_hi)) | ((d2 >= far_lo) & (d2 <= far_hi))
+                | (d3 <= far_hi)):
+            work[m] = j
+            m += 1
+    for k in range(m):
+        j = work[k]
+        cj = lut[c[j] + LUT_OFFSET]
+        if cj < 0:
+            continue
+        tj = t[j]
+        tcj = tj - delay[cj]
+        i = j - 1
+        while i >= 0 and tj - t[i] <= far_hi:
+            ci = lut[c[i] + LUT_OFFSET]
+            if ci >= 0:
+                _pair(ci, cj, tcj - (t[i] - delay[ci]), half, acc_off, coinc, acc)
             i -= 1
 
 
