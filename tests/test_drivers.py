@@ -82,7 +82,7 @@ def _itc_session(drv) -> None:
 
 @pytest.mark.parametrize("backend", ["transcript", "simulator"])
 def test_ell14_session(backend: str) -> None:
-    from qlab.drivers.thorlabs.ell14 import ELL14Simulator
+    from qlab.drivers.thorlabs.ell14_sim import ELL14Simulator
 
     if backend == "transcript":
         tr = TranscriptTransport("ell", ELL14_SESSION, read_termination=b"\r\n")
@@ -96,7 +96,7 @@ def test_ell14_session(backend: str) -> None:
 
 
 def test_ell14_simulator_answers_the_transcript_byte_for_byte() -> None:
-    from qlab.drivers.thorlabs.ell14 import ELL14Simulator
+    from qlab.drivers.thorlabs.ell14_sim import ELL14Simulator
 
     from qlab.sim.clock import SimClock
 
@@ -113,7 +113,7 @@ def test_ell14_simulator_answers_the_transcript_byte_for_byte() -> None:
 
 @pytest.mark.parametrize("backend", ["transcript", "simulator"])
 def test_itc4001_session(backend: str) -> None:
-    from qlab.drivers.thorlabs.itc4001 import ITC4001Simulator
+    from qlab.drivers.thorlabs.itc4001_sim import ITC4001Simulator
 
     if backend == "transcript":
         tr = TranscriptTransport("pump", ITC4001_SESSION, write_termination=b"\n")
@@ -127,7 +127,7 @@ def test_itc4001_session(backend: str) -> None:
 
 
 def test_ell14_device_errors_become_typed_errors() -> None:
-    from qlab.drivers.thorlabs.ell14 import ELL14Simulator
+    from qlab.drivers.thorlabs.ell14_sim import ELL14Simulator
 
     dev = ELL14Simulator(None, "ell14", {"axes": ELL14_AXES})
     drv = _ell14(SimLinkTransport("ell", dev, read_termination=b"\r\n")).open()
@@ -148,7 +148,7 @@ def test_ell14_wrong_device_type_refused() -> None:
 
 
 def test_itc4001_device_refusals_and_interlock() -> None:
-    from qlab.drivers.thorlabs.itc4001 import ITC4001Simulator
+    from qlab.drivers.thorlabs.itc4001_sim import ITC4001Simulator
 
     dev = ITC4001Simulator(None, "itc")
     drv = _itc(SimLinkTransport("pump", dev, write_termination=b"\n")).open()
@@ -168,6 +168,7 @@ def test_itc4001_device_refusals_and_interlock() -> None:
 def test_ell14_through_pyserial_url_and_pyvisa_asrl() -> None:
     import pyvisa
 
+    import qlab.sim.serial_url  # noqa: F401 - the simulation side registers qlabsim:// and ASRLqlabsim://
     from qlab.transport.serial_port import SerialTransport
     from qlab.transport.visa import VisaTransport
 
