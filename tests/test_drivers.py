@@ -322,7 +322,8 @@ def test_identification_one_line_forms() -> None:
     from qlab.types import Identification
 
     idn = Identification.from_idn("Thorlabs,ITC4001,M00404162,1.8.0/1.5.0/2.3.0")
-    assert (idn.vendor, idn.model, idn.serial, idn.firmware) == ("Thorlabs", "ITC4001", "M00404162", "1.8.0/1.5.0/2.3.0")
+    assert (idn.vendor, idn.model, idn.serial) == ("Thorlabs", "ITC4001", "M00404162")
+    assert idn.firmware == "1.8.0/1.5.0/2.3.0"
     assert str(idn) == "Thorlabs,ITC4001,M00404162,1.8.0/1.5.0/2.3.0" and "ITC4001" in idn
     apt = Identification("Thorlabs", "K10CR1", "55000123", "1.0.4")
     assert str(apt) == "Thorlabs K10CR1 serial 55000123 firmware 1.0.4"
