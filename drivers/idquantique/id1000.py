@@ -59,6 +59,8 @@ class StreamAssembler:
         self._gaps: list[np.ndarray] = []
 
     def feed(self, messages: list[list[bytes]]) -> list[TagChunk]:
+        """Take data-port messages; return the chunks completed by their marks (tags in int64 ps). Raises ValueError
+        for a malformed message."""
         done: list[TagChunk] = []
         for msg in messages:
             if len(msg) != 2:
@@ -101,7 +103,8 @@ class ID1000(TimeTagger):
 
     # -- protocol helpers ----------------------------------------------------------------------------------
     def command(self, text: str) -> str:
-        """Send one request and return its reply; an ``ERROR`` reply raises."""
+        """Send one request and return its reply. Raises InstrumentError for an ``ERROR`` reply, ProtocolError on a
+        malformed reply, InstrumentTimeout if the device does not answer."""
         reply = self.transport.query_line(text).strip()
         if reply.upper().startswith("ERROR"):
             raise InstrumentError(self.name, f"{text!r} refused: {reply}")
@@ -161,12 +164,16 @@ class ID1000(TimeTagger):
         return self._number(f"INPU{channel}:THRE?", "V?")
 
     def set_input_enabled(self, channel: int, enabled: bool) -> None:
+        """Enable or disable input ``channel``. Raises InstrumentError for an unknown channel, a closed instrument or
+        a refusal, ProtocolError on a malformed reply, InstrumentTimeout if the device does not answer."""
         self._require_open()
         self._check_channel(channel)
         self.command(f"INPU{channel}:ENAB {'ON' if enabled else 'OFF'}")
 
     def counts(self, channel: int, integration_s: float) -> int:
-        """Clicks the device's own counter saw on ``channel`` in one cycle of ``integration_s`` seconds."""
+        """Clicks the device's own counter saw on ``channel`` in one cycle of ``integration_s`` seconds (takes 2 ×
+        integration_s). Raises InstrumentError for an unknown channel, a closed instrument or a refusal, ProtocolError
+        on a malformed reply, InstrumentTimeout if the device does not answer."""
         self._require_open()
         self._check_channel(channel)
         ms = int(round(integration_s * 1000))

@@ -41,7 +41,8 @@ class EPC400(PolarizationController):
         return int(axis[-1]) if addr is None else int(addr)
 
     def command(self, cmd: str) -> list[str]:
-        """Send ``cmd``; return the reply lines between the echo and ``Done``."""
+        """Send ``cmd``; return the reply lines between the echo and ``Done``. Raises InstrumentError when the device
+        answers ``Error!``, InstrumentTimeout if it does not answer."""
         lines = []
         with self.transport.lock:
             self.transport.write_line(cmd)
@@ -66,6 +67,8 @@ class EPC400(PolarizationController):
         return Identification("OZ Optics", model or "EPC", self._serial.removeprefix("SN:").strip(), firmware)
 
     def voltages_mv(self) -> dict[int, int]:
+        """Drive voltage of each channel in mV ({channel: mV}). Raises InstrumentError if refused, ProtocolError on a
+        malformed reply, InstrumentTimeout if the device does not answer."""
         text = " ".join(self.command("V?"))
         found = {int(c): int(v) for c, v in VOLT_RE.findall(text)}
         if not found:
@@ -73,6 +76,9 @@ class EPC400(PolarizationController):
         return found
 
     def set_voltage_mv(self, channel: int, mv: int) -> None:
+        """Set channel ``channel`` (1–4) to ``mv`` millivolts (the device takes −5000…+5000). No qlab limit check: use
+        ``move_absolute`` for limit-checked moves. Raises InstrumentError if the device refuses, ProtocolError on a
+        malformed reply, InstrumentTimeout if the device does not answer."""
         reply = " ".join(self.command(f"V{channel},{int(mv)}"))
         if f"CH{channel}" not in reply:
             raise ProtocolError(self.name, f"unexpected reply {reply!r}")

@@ -92,9 +92,13 @@ class EosSNSPD(SinglePhotonDetector):
         return bool(self._refresh()["DetectorEnable"])
 
     def set_measurement_period_ms(self, period_ms: int) -> None:
+        """Counting period of the counts port in ms (the device takes integers ≥ 10). Raises InstrumentError if
+        refused, ProtocolError on a malformed reply, InstrumentTimeout if the device does not answer."""
         self._exchange({"command": "SetMeasurementPeriod", "label": "InptMeasurementPeriod", "value": int(period_ms)})
 
     def count_rate_hz(self) -> float | None:
+        """This channel's count rate in Hz from the next counts-port line. Raises ProtocolError on a malformed reply,
+        InstrumentTimeout if the device does not answer."""
         if self._counts is None:
             host = str(self.options.get("backend", "")).rpartition(":")[0] or self.options.get("backend")
             from qlab.transport.tcp import TcpTransport

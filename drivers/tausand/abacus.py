@@ -104,6 +104,8 @@ class Abacus(CoincidenceUnit):
 
     # -- registers -----------------------------------------------------------------------------------------
     def read_registers(self, address: int, count: int) -> dict[int, int]:
+        """Read ``count`` 32-bit registers from ``address``: {address: value}. Raises ProtocolError on a malformed or
+        corrupt reply (checksum), InstrumentTimeout if the device does not answer."""
         with self.transport.lock:
             self.transport.write(request_frame(READ, address, count))
             head = self.transport.read_exact(2)
@@ -117,7 +119,9 @@ class Abacus(CoincidenceUnit):
         return {data[i]: struct.unpack(">I", data[i + 1:i + 5])[0] for i in range(0, len(data), 5)}
 
     def write_register(self, address: int, data: int, what: str) -> None:
-        """Write and read back; the device has no acknowledgement, so a value it refused shows up here."""
+        """Write and read back; the device has no acknowledgement, so a value it refused shows up here.
+        Raises InstrumentError if the value does not stick after retries, ProtocolError / InstrumentTimeout as
+        ``read_registers``."""
         for _ in range(WRITE_ATTEMPTS):
             self.transport.write(request_frame(WRITE, address, data))
             if self.read_registers(address, 1).get(address) == data:
@@ -163,7 +167,9 @@ class Abacus(CoincidenceUnit):
     # -- counts --------------------------------------------------------------------------------------------
     def read(self, wait_new: bool = True) -> CounterReading:
         """The latest completed sampling period; with ``wait_new`` one that started after this call (the
-        period running now may have begun under earlier settings), which takes up to two sampling times."""
+        period running now may have begun under earlier settings), which takes up to two sampling times.
+        Raises InstrumentError if not open or no new period arrives, ProtocolError on a corrupt reply,
+        InstrumentTimeout if the device does not answer."""
         self._require_open()
         sampling = self.sampling_time()
         first = self.read_registers(DATA_ID, 1)[DATA_ID]

@@ -104,6 +104,8 @@ class ELL14(PolarizationController):
 
     # -- operations -----------------------------------------------------------------------------------------
     def status_code(self, axis: str) -> int:
+        """The mount's status code (0 ok, 9 busy, others errors: ``STATUS``); reading it clears a latched error.
+        Raises ProtocolError on a malformed reply, InstrumentTimeout if the device does not answer."""
         kind, data = self._exchange(axis, "gs")
         if kind != "GS":
             raise ProtocolError(self.name, f"axis {axis}: expected GS, got {kind}{data}")

@@ -82,6 +82,8 @@ class ITC4001(Laser):
         return self._float("SOUR:CURR?")
 
     def current_limit(self) -> float:
+        """The device's own current limit in A (``SOUR:CURR:LIM?``). Raises ProtocolError on a malformed reply,
+        InstrumentTimeout if the device does not answer."""
         return self._float("SOUR:CURR:LIM?")
 
     def measured_current(self) -> float:
