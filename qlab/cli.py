@@ -159,14 +159,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_sim_list(args: argparse.Namespace) -> int:
-    from qlab.instruments.registry import SIM_MODELS
+    from qlab.catalogue import SIM_MODELS
 
-    models = {m: {"driver": e.driver_id, "kind": e.kind} for m, e in sorted(SIM_MODELS.items())}
+    models = {m: {"driver": e.driver_id, "kind": e.kind, "simulation": "api-level" if e.api_level else "wire"}
+              for m, e in sorted(SIM_MODELS.items())}
     if args.json:
         emit_json({"models": models})
     else:
         for m, info in models.items():
-            print(f"{m:10s} {info['kind']:13s} {info['driver']}")
+            print(f"{m:10s} {info['kind']:13s} {info['driver']:20s} {info['simulation']}")
     return 0
 
 

@@ -38,7 +38,7 @@ def _session(drv) -> None:
 
 
 def test_abacus_frames_simulator_and_transcript() -> None:
-    from qlab.drivers.tausand.abacus import AbacusSimulator
+    from qlab.drivers.tausand.abacus_sim import AbacusSimulator
 
     tr = SimLinkTransport("ab", AbacusSimulator(None, "abacus"), timeout_s=0.2)
     tr.log = []
@@ -60,7 +60,8 @@ def test_abacus_frames_simulator_and_transcript() -> None:
 
 
 def test_abacus_refusals_and_corruption() -> None:
-    from qlab.drivers.tausand.abacus import WINDOW, AbacusSimulator, request_frame
+    from qlab.drivers.tausand.abacus import WINDOW, request_frame
+    from qlab.drivers.tausand.abacus_sim import AbacusSimulator
 
     dev = AbacusSimulator(None, "abacus")
     drv = _abacus(SimLinkTransport("ab", dev, timeout_s=0.2)).open()
@@ -151,7 +152,7 @@ def test_abacus_counts_on_board_even_when_read_slowly(make_lab) -> None:
 
 
 def test_abacus_refuses_models_with_another_register_map() -> None:
-    from qlab.drivers.tausand.abacus import AbacusSimulator
+    from qlab.drivers.tausand.abacus_sim import AbacusSimulator
 
     class TwoInput(AbacusSimulator):
         idn = b"Tausand Abacus AB1502"

@@ -23,7 +23,7 @@ def _k10(transport):
 
 
 def test_k10cr1_frames_simulator_and_transcript() -> None:
-    from qlab.drivers.thorlabs.k10cr1 import K10CR1Simulator
+    from qlab.drivers.thorlabs.k10cr1_sim import K10CR1Simulator
 
     tr = SimLinkTransport("rot", K10CR1Simulator(None, "k10cr1", {"axes": {"hwp": {"address": 1}}}))
     tr.log = []
@@ -69,7 +69,7 @@ def _mpc_session(drv) -> None:
 
 
 def test_mpc320_frames_simulator_and_transcript() -> None:
-    from qlab.drivers.thorlabs.mpc320 import MPC320Simulator
+    from qlab.drivers.thorlabs.mpc320_sim import MPC320Simulator
 
     tr = SimLinkTransport("pc", MPC320Simulator(None, "mpc320", {"axes": MPC_AXES}))
     tr.log = []
@@ -97,7 +97,7 @@ def test_mpc320_frames_simulator_and_transcript() -> None:
 
 
 def test_mpc320_refuses_bad_velocity_and_travel() -> None:
-    from qlab.drivers.thorlabs.mpc320 import MPC320Simulator
+    from qlab.drivers.thorlabs.mpc320_sim import MPC320Simulator
 
     drv = _mpc(SimLinkTransport("pc", MPC320Simulator(None, "mpc320", {"axes": MPC_AXES}))).open()
     with pytest.raises(InstrumentError, match="velocity must be 10-100"):
@@ -107,7 +107,7 @@ def test_mpc320_refuses_bad_velocity_and_travel() -> None:
 
 def test_k10cr1_quirk_no_move_without_velocity_parameters() -> None:
     from qlab.drivers.thorlabs.apt import Frame
-    from qlab.drivers.thorlabs.k10cr1 import K10CR1Simulator
+    from qlab.drivers.thorlabs.k10cr1_sim import K10CR1Simulator
 
     dev = K10CR1Simulator(None, "k10cr1", {"axes": {"hwp": {"address": 1}}})
     dev.receive(Frame(0x0453, data=struct.pack("<Hi", 1, 100000)).encode())
@@ -115,7 +115,8 @@ def test_k10cr1_quirk_no_move_without_velocity_parameters() -> None:
 
 
 def test_apt_device_errors_become_typed_errors() -> None:
-    from qlab.drivers.thorlabs.mpc320 import MPC320, MPC320Simulator
+    from qlab.drivers.thorlabs.mpc320 import MPC320
+    from qlab.drivers.thorlabs.mpc320_sim import MPC320Simulator
 
     axes = {"paddle1": {"address": 1}, "paddle2": {"address": 2}, "paddle3": {"address": 4}}
     drv = MPC320("pc", transport=SimLinkTransport("pc", MPC320Simulator(None, "mpc320", {"axes": axes})),
@@ -131,7 +132,7 @@ def test_apt_device_errors_become_typed_errors() -> None:
 
 
 def test_k10cr1_silent_device_times_out() -> None:
-    from qlab.drivers.thorlabs.k10cr1 import K10CR1Simulator
+    from qlab.drivers.thorlabs.k10cr1_sim import K10CR1Simulator
 
     dev = K10CR1Simulator(None, "k10cr1", {"axes": {"hwp": {"address": 1}}})
     drv = _k10(SimLinkTransport("rot", dev, timeout_s=0.2)).open()

@@ -38,7 +38,7 @@ def _session(drv) -> None:
 
 @pytest.mark.parametrize("backend", ["transcript", "simulator"])
 def test_dlcpro_session(backend: str) -> None:
-    from qlab.drivers.toptica.dlcpro import DLCProSimulator
+    from qlab.drivers.toptica.dlcpro_sim import DLCProSimulator
 
     if backend == "transcript":
         tr = TranscriptTransport("dl", SESSION, write_termination=b"\n", read_termination=b"\n> ")
@@ -54,7 +54,7 @@ def test_dlcpro_session(backend: str) -> None:
 
 
 def test_dlcpro_refusals_and_interlock() -> None:
-    from qlab.drivers.toptica.dlcpro import DLCProSimulator
+    from qlab.drivers.toptica.dlcpro_sim import DLCProSimulator
 
     dev = DLCProSimulator(None, "dlcpro")
     drv = _drv(SimLinkTransport("dl", dev, write_termination=b"\n", read_termination=b"\n> ")).open()

@@ -82,7 +82,7 @@ def _itc_session(drv) -> None:
 
 @pytest.mark.parametrize("backend", ["transcript", "simulator"])
 def test_ell14_session(backend: str) -> None:
-    from qlab.drivers.thorlabs.ell14 import ELL14Simulator
+    from qlab.drivers.thorlabs.ell14_sim import ELL14Simulator
 
     if backend == "transcript":
         tr = TranscriptTransport("ell", ELL14_SESSION, read_termination=b"\r\n")
@@ -96,7 +96,7 @@ def test_ell14_session(backend: str) -> None:
 
 
 def test_ell14_simulator_answers_the_transcript_byte_for_byte() -> None:
-    from qlab.drivers.thorlabs.ell14 import ELL14Simulator
+    from qlab.drivers.thorlabs.ell14_sim import ELL14Simulator
 
     from qlab.sim.clock import SimClock
 
@@ -113,7 +113,7 @@ def test_ell14_simulator_answers_the_transcript_byte_for_byte() -> None:
 
 @pytest.mark.parametrize("backend", ["transcript", "simulator"])
 def test_itc4001_session(backend: str) -> None:
-    from qlab.drivers.thorlabs.itc4001 import ITC4001Simulator
+    from qlab.drivers.thorlabs.itc4001_sim import ITC4001Simulator
 
     if backend == "transcript":
         tr = TranscriptTransport("pump", ITC4001_SESSION, write_termination=b"\n")
@@ -127,7 +127,7 @@ def test_itc4001_session(backend: str) -> None:
 
 
 def test_ell14_device_errors_become_typed_errors() -> None:
-    from qlab.drivers.thorlabs.ell14 import ELL14Simulator
+    from qlab.drivers.thorlabs.ell14_sim import ELL14Simulator
 
     dev = ELL14Simulator(None, "ell14", {"axes": ELL14_AXES})
     drv = _ell14(SimLinkTransport("ell", dev, read_termination=b"\r\n")).open()
@@ -148,7 +148,7 @@ def test_ell14_wrong_device_type_refused() -> None:
 
 
 def test_itc4001_device_refusals_and_interlock() -> None:
-    from qlab.drivers.thorlabs.itc4001 import ITC4001Simulator
+    from qlab.drivers.thorlabs.itc4001_sim import ITC4001Simulator
 
     dev = ITC4001Simulator(None, "itc")
     drv = _itc(SimLinkTransport("pump", dev, write_termination=b"\n")).open()
@@ -168,6 +168,7 @@ def test_itc4001_device_refusals_and_interlock() -> None:
 def test_ell14_through_pyserial_url_and_pyvisa_asrl() -> None:
     import pyvisa
 
+    import qlab.sim.serial_url  # noqa: F401 - the simulation side registers qlabsim:// and ASRLqlabsim://
     from qlab.transport.serial_port import SerialTransport
     from qlab.transport.visa import VisaTransport
 
@@ -279,3 +280,66 @@ def test_itc4001_hardware(request) -> None:
     drv = _itc(VisaTransport("pump", resource, write_termination=b"\n")).open()
     assert "ITC4" in drv.identify()
     assert drv.output() in (True, False)
+
+
+# -- the driver catalogue ------------------------------------------------------------------------------------------
+
+def test_catalogue_entries_load_with_their_kind_and_simulation() -> None:
+    from qlab.catalogue import DRIVERS, SIM_MODELS
+    from qlab.sim.device import DeviceSimulator
+
+    assert len(SIM_MODELS) == 14 and len(DRIVERS) == 14
+    for driver_id, e in DRIVERS.items():
+        cls = e.load()
+        assert cls.kind == e.kind, driver_id
+        assert e.simulator is not None or e.sim_builder is not None, driver_id
+        if e.simulator is not None:
+            sim_cls = e.load_simulator()
+            assert sim_cls.model_id == e.sim_model, driver_id
+            assert issubclass(sim_cls, DeviceSimulator) or hasattr(sim_cls, "request"), driver_id  # bytes / messages
+        else:
+            with pytest.raises(ValueError, match="API level"):
+                e.load_simulator()
+        if e.sim_builder is not None:
+            assert callable(e.load_sim_builder()), driver_id
+        assert e.driver.split(":")[0].rsplit(".", 1)[1] + "_sim" in (e.simulator or e.sim_builder), driver_id
+
+
+def test_driver_modules_do_not_import_the_simulation() -> None:
+    """Importing every driver (not its *_sim module) in a fresh interpreter loads nothing of qlab.sim."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom qlab.catalogue import DRIVERS\n"
+            "for e in DRIVERS.values():\n    e.load()\n"
+            "import qlab.transport.serial_port, qlab.transport.visa, qlab.transport.simlink\n"
+            "print(sorted(m for m in sys.modules if m.startswith('qlab.sim')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_identification_one_line_forms() -> None:
+    from qlab.types import Identification
+
+    idn = Identification.from_idn("Thorlabs,ITC4001,M00404162,1.8.0/1.5.0/2.3.0")
+    assert (idn.vendor, idn.model, idn.serial) == ("Thorlabs", "ITC4001", "M00404162")
+    assert idn.firmware == "1.8.0/1.5.0/2.3.0"
+    assert str(idn) == "Thorlabs,ITC4001,M00404162,1.8.0/1.5.0/2.3.0" and "ITC4001" in idn
+    apt = Identification("Thorlabs", "K10CR1", "55000123", "1.0.4")
+    assert str(apt) == "Thorlabs K10CR1 serial 55000123 firmware 1.0.4"
+    assert apt == "Thorlabs K10CR1 serial 55000123 firmware 1.0.4" and apt != Identification("Thorlabs", "K10CR1")
+    assert str(Identification("Excelitas", "SPCM", details="passive")) == "Excelitas SPCM (passive)"
+
+
+def test_apt_message_structures_round_trip() -> None:
+    from qlab.drivers.thorlabs.apt import HwInfo, PolParams, StatusUpdate, VelocityParams
+
+    info = HwInfo(55000123, b"K10CR1", 44, bytes([4, 0, 1, 0]), b"notes", 1, 0, 1)
+    data = info.pack()
+    assert len(data) == HwInfo.size() == 84
+    back = HwInfo.unpack(data)
+    assert (back.model_name, back.firmware_version, back.serial) == ("K10CR1", "1.0.4", 55000123)
+    assert StatusUpdate.size() == 14 and VelocityParams.size() == 14 and PolParams.size() == 12
+    assert VelocityParams.unpack(VelocityParams(1, 0, 15020, 73291090).pack()).max_velocity == 73291090
+    with pytest.raises(ValueError, match="needs 12 data bytes"):
+        PolParams.unpack(b"\0" * 6)

@@ -39,7 +39,7 @@ def _drv(transport, **kw):
 
 @pytest.mark.parametrize("backend", ["transcript", "simulator"])
 def test_eos_session(backend: str) -> None:
-    from qlab.drivers.singlequantum.eos import EosSimulator
+    from qlab.drivers.singlequantum.eos_sim import EosSimulator
 
     if backend == "transcript":
         tr = TranscriptTransport("snspd", SESSION, read_termination=b"\x17")
@@ -56,7 +56,7 @@ def test_eos_session(backend: str) -> None:
 
 
 def test_eos_errors() -> None:
-    from qlab.drivers.singlequantum.eos import EosSimulator
+    from qlab.drivers.singlequantum.eos_sim import EosSimulator
 
     drv = _drv(SimLinkTransport("snspd", EosSimulator(None, "eos", {"address": 2}), read_termination=b"\x17"),
                ).open()

@@ -37,7 +37,7 @@ def _session(drv) -> None:
 
 @pytest.mark.parametrize("backend", ["transcript", "simulator"])
 def test_epc400_session(backend: str) -> None:
-    from qlab.drivers.ozoptics.epc400 import EPC400Simulator
+    from qlab.drivers.ozoptics.epc400_sim import EPC400Simulator
 
     if backend == "transcript":
         tr = TranscriptTransport("epc", SESSION, write_termination=b"\r\n", read_termination=b"\r\n")
@@ -52,8 +52,9 @@ def test_epc400_session(backend: str) -> None:
 
 
 def test_epc400_errors_and_visa_asrl() -> None:
-    from qlab.drivers.ozoptics.epc400 import EPC400Simulator
+    from qlab.drivers.ozoptics.epc400_sim import EPC400Simulator
 
+    import qlab.sim.serial_url  # noqa: F401 - the simulation side registers ASRLqlabsim://
     from qlab.transport.visa import VisaTransport
 
     drv = _drv(SimLinkTransport("epc", EPC400Simulator(None, "epc400", {"axes": AXES}), write_termination=b"\r\n",

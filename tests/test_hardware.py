@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from qlab.instruments.registry import SIM_MODELS
+from qlab.catalogue import SIM_MODELS
 
 
 @pytest.mark.hardware

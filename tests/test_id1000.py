@@ -40,7 +40,7 @@ def _session(drv) -> None:
 
 
 def test_id1000_strings_simulator_and_transcript() -> None:
-    from qlab.drivers.idquantique.id1000 import ID1000Simulator
+    from qlab.drivers.idquantique.id1000_sim import ID1000Simulator
 
     tr = SimMessageTransport("tc", ID1000Simulator(None, "tc"), read_termination=b"\n")
     tr.log = []
@@ -62,7 +62,7 @@ def test_id1000_strings_simulator_and_transcript() -> None:
 
 
 def test_id1000_refusals_become_typed_errors() -> None:
-    from qlab.drivers.idquantique.id1000 import ID1000Simulator
+    from qlab.drivers.idquantique.id1000_sim import ID1000Simulator
 
     dev = ID1000Simulator(None, "tc")
     assert dev.request(b"INPU9:ENAB ON") == b"ERROR: No such channel 9"

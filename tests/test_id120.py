@@ -37,7 +37,7 @@ def _session(drv) -> None:
 
 @pytest.mark.parametrize("backend", ["transcript", "simulator"])
 def test_id120_session(backend: str) -> None:
-    from qlab.drivers.idquantique.id120 import ID120Simulator
+    from qlab.drivers.idquantique.id120_sim import ID120Simulator
 
     if backend == "transcript":
         tr = TranscriptTransport("spd", SESSION, write_termination=b"\n")
@@ -51,7 +51,7 @@ def test_id120_session(backend: str) -> None:
 
 
 def test_id120_refusals() -> None:
-    from qlab.drivers.idquantique.id120 import ID120Simulator
+    from qlab.drivers.idquantique.id120_sim import ID120Simulator
 
     drv = _drv(SimLinkTransport("spd", ID120Simulator(None, "id120"), write_termination=b"\n"),
                {"bias_v": Limit(max=260)}).open()

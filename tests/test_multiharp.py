@@ -83,7 +83,7 @@ def test_hydraharp_library_conventions(make_lab) -> None:
     """What differs from the MultiHarp: calibration before measuring, CFD inputs, ReadFiFo's count."""
     import ctypes
 
-    from qlab.drivers.picoquant.multiharp import SimulatedHHLib
+    from qlab.drivers.picoquant.multiharp_sim import SimulatedHHLib
 
     lab = make_lab(_picoquant("hydraharp"), seed=83)
     lib = SimulatedHHLib(lab.sim, "tagger")

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from qlab.instruments.detector import SinglePhotonDetector
+from qlab.types import Identification
 
 
 class SPCM(SinglePhotonDetector):
@@ -33,13 +34,9 @@ class SPCM(SinglePhotonDetector):
         if lab is not None:
             self.capabilities = frozenset({"efficiency", "dead_time", "gate", "enable"})
 
-    @classmethod
-    def simulated(cls, name: str, sim: Any, limits: Any, cfg: Any, options: dict) -> SPCM:
-        return cls(name, limits=limits, clock=sim.clock, options=options, params=sim.loaded.sim_params[name],
-                   lab=sim)
-
-    def identify(self) -> str:
-        return f"Excelitas SPCM (passive, {'simulated' if self._lab else 'no interface'})"
+    def identify(self) -> Identification:
+        """The module has no interface to ask: model only."""
+        return Identification("Excelitas", "SPCM", details=f"passive, {'simulated' if self._lab else 'no interface'}")
 
     def _state(self):
         return self._lab.detectors[self.name] if self._lab is not None else None

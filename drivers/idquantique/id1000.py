@@ -23,15 +23,13 @@ Config block::
 from __future__ import annotations
 
 import re
-import threading
-import zlib
 from typing import Any
 
 import numpy as np
 
 from qlab.errors import InstrumentError, ProtocolError
 from qlab.instruments.tagger import TimeTagger
-from qlab.types import TagChunk
+from qlab.types import Identification, TagChunk
 
 N_INPUTS = 4
 THRESHOLD_RANGE_V = (-2.0, 2.0)
@@ -61,6 +59,8 @@ class StreamAssembler:
         self._gaps: list[np.ndarray] = []
 
     def feed(self, messages: list[list[bytes]]) -> list[TagChunk]:
+        """Take data-port messages; return the chunks completed by their marks (tags in int64 ps). Raises ValueError
+        for a malformed message."""
         done: list[TagChunk] = []
         for msg in messages:
             if len(msg) != 2:
@@ -101,18 +101,10 @@ class ID1000(TimeTagger):
         self._assembler = StreamAssembler()
         self._streaming: list[int] = []
 
-    @classmethod
-    def simulated(cls, name: str, sim: Any, limits: Any, cfg: Any, options: dict) -> ID1000:
-        from qlab.transport.message import SimMessageTransport
-
-        dev = ID1000Simulator(sim, name, options)
-        sim.device_sims[name] = dev
-        transport = SimMessageTransport(name, dev, timeout_s=cfg.timeout_s, read_termination=cls.read_termination)
-        return cls(name, transport=transport, limits=limits, clock=sim.clock, options=options, data_link=dev)
-
     # -- protocol helpers ----------------------------------------------------------------------------------
     def command(self, text: str) -> str:
-        """Send one request and return its reply; an ``ERROR`` reply raises."""
+        """Send one request and return its reply. Raises InstrumentError for an ``ERROR`` reply, ProtocolError on a
+        malformed reply, InstrumentTimeout if the device does not answer."""
         reply = self.transport.query_line(text).strip()
         if reply.upper().startswith("ERROR"):
             raise InstrumentError(self.name, f"{text!r} refused: {reply}")
@@ -151,8 +143,9 @@ class ID1000(TimeTagger):
             if close is not None:
                 close()
 
-    def identify(self) -> str:
-        return self._idn
+    def identify(self) -> Identification:
+        """The ``*IDN?`` reply read when opened."""
+        return Identification.from_idn(self._idn)
 
     def channels(self) -> list[int]:
         return list(range(1, N_INPUTS + 1))
@@ -171,12 +164,16 @@ class ID1000(TimeTagger):
         return self._number(f"INPU{channel}:THRE?", "V?")
 
     def set_input_enabled(self, channel: int, enabled: bool) -> None:
+        """Enable or disable input ``channel``. Raises InstrumentError for an unknown channel, a closed instrument or
+        a refusal, ProtocolError on a malformed reply, InstrumentTimeout if the device does not answer."""
         self._require_open()
         self._check_channel(channel)
         self.command(f"INPU{channel}:ENAB {'ON' if enabled else 'OFF'}")
 
     def counts(self, channel: int, integration_s: float) -> int:
-        """Clicks the device's own counter saw on ``channel`` in one cycle of ``integration_s`` seconds."""
+        """Clicks the device's own counter saw on ``channel`` in one cycle of ``integration_s`` seconds (takes 2 ×
+        integration_s). Raises InstrumentError for an unknown channel, a closed instrument or a refusal, ProtocolError
+        on a malformed reply, InstrumentTimeout if the device does not answer."""
         self._require_open()
         self._check_channel(channel)
         ms = int(round(integration_s * 1000))
@@ -218,183 +215,3 @@ class ID1000(TimeTagger):
         if not chunks:
             return TagChunk(np.zeros(0, np.int64), np.zeros(0, np.int16), 0, 0)
         return TagChunk.concatenate(chunks)
-
-
-# -- simulator -------------------------------------------------------------------------------------------------
-_NODE = {  # long/short SCPI forms -> canonical short form
-    "INPUT": "INPU", "INPU": "INPU", "ENABLE": "ENAB", "ENAB": "ENAB", "THRESHOLD": "THRE", "THRE": "THRE",
-    "EDGE": "EDGE", "COUPLING": "COUP", "COUP": "COUP", "COUNTER": "COUN", "COUN": "COUN", "MODE": "MODE",
-    "INTEGRATION": "INTE", "INTE": "INTE", "DELAY": "DELA", "DELA": "DELA", "VALUE": "VALU", "VALU": "VALU",
-    "RAW": "RAW", "SEND": "SEND", "DEVICE": "DEVI", "DEVI": "DEVI", "RESOLUTION": "RES", "RES": "RES",
-}
-
-
-class _Refused(Exception):
-    pass
-
-
-class ID1000Simulator:
-    """The Time Controller's control protocol and data stream, coupled to the simulated lab."""
-
-    model_id = "id1000"
-
-    def __init__(self, lab: Any, name: str, options: dict | None = None):
-        self.lab, self.name = lab, name
-        self.serial = f"SIM{zlib.crc32(name.encode()) % 100000:05d}"
-        self.inputs = {n: {"ENAB": False, "THRE": 0.5, "EDGE": "RISING", "COUP": "DC", "MODE": "CYCL",
-                           "INTE": 1000, "RAW": False, "DELA": 0} for n in range(1, N_INPUTS + 1)}
-        self._rng = np.random.default_rng(zlib.crc32(name.encode()) + (lab.seed if lab is not None else 0))
-        self._lock = threading.Lock()
-        self._streaming = False
-
-    # -- control ------------------------------------------------------------------------------------------
-    def request(self, message: bytes) -> bytes:
-        text = message.decode("ascii", "replace").strip()
-        replies: list[str] = []
-        path = ""
-        with self._lock:
-            for part in filter(None, (p.strip() for p in text.split(";"))):
-                header, _, arg = part.partition(" ")
-                if header.startswith(":"):
-                    header = header[1:]
-                elif path and not header.startswith("*"):
-                    header = f"{path}:{header}"
-                path = header.rpartition(":")[0]
-                try:
-                    reply = self._execute(header.upper(), arg.strip())
-                except _Refused as exc:
-                    return f"ERROR: {exc}".encode()
-                if reply is not None:
-                    replies.append(reply)
-        return ";".join(replies).encode()
-
-    def _execute(self, header: str, arg: str) -> str | None:
-        if header == "*IDN?":
-            return f"ID Quantique,ID1000,{self.serial},7.2 (simulated)"
-        query = header.endswith("?")
-        nodes = []
-        for raw in header.rstrip("?").split(":"):
-            m = re.fullmatch(r"([A-Z]+)(\d*)", raw)
-            if m is None or m.group(1) not in _NODE:
-                raise _Refused(f"Undefined header {header}")
-            nodes.append((_NODE[m.group(1)], int(m.group(2)) if m.group(2) else None))
-        names = [n for n, _ in nodes]
-        if names == ["DEVI", "RES"] and query:
-            return "1ps"
-        n = nodes[0][1] or 1
-        if n not in self.inputs:
-            raise _Refused(f"No such channel {n}")
-        state = self.inputs[n]
-        key = {("INPU", "ENAB"): "ENAB", ("INPU", "THRE"): "THRE", ("INPU", "EDGE"): "EDGE",
-               ("INPU", "COUP"): "COUP", ("INPU", "COUN", "MODE"): "MODE", ("INPU", "COUN", "INTE"): "INTE",
-               ("INPU", "INTE"): "INTE", ("DELA", "VALU"): "DELA", ("RAW", "SEND"): "RAW"}.get(tuple(names))
-        if names == ["INPU", "COUN"] and query:
-            return str(self._count(n))
-        if key is None:
-            raise _Refused(f"Undefined header {header}")
-        if query:
-            v = state[key]
-            if key in ("ENAB", "RAW"):
-                return "ON" if v else "OFF"
-            return f"{v:.3f}V" if key == "THRE" else str(v)
-        self._set(n, key, arg)
-        return None
-
-    def _set(self, n: int, key: str, arg: str) -> None:
-        state = self.inputs[n]
-        try:
-            if key in ("ENAB", "RAW"):
-                if arg.upper() not in ("ON", "OFF", "1", "0"):
-                    raise ValueError
-                state[key] = arg.upper() in ("ON", "1")
-            elif key == "THRE":
-                v = float(re.sub(r"(?i)v$", "", arg))
-                if not THRESHOLD_RANGE_V[0] <= v <= THRESHOLD_RANGE_V[1]:
-                    raise _Refused(f"Threshold {v} V out of range {THRESHOLD_RANGE_V}")
-                state[key] = v
-            elif key == "DELA":
-                v = int(float(arg))
-                if not DELAY_RANGE_PS[0] <= v <= DELAY_RANGE_PS[1]:
-                    raise _Refused(f"Delay {v} ps out of range {DELAY_RANGE_PS}")
-                state[key] = v
-            elif key == "INTE":
-                v = int(float(arg))
-                if not INTEGRATION_RANGE_MS[0] <= v <= INTEGRATION_RANGE_MS[1]:
-                    raise _Refused(f"Integration time {v} ms out of range")
-                state[key] = v
-            elif key == "EDGE":
-                if arg.upper() not in ("RISING", "FALLING"):
-                    raise ValueError
-                state[key] = arg.upper()
-            elif key == "COUP":
-                if arg.upper() not in ("AC", "DC"):
-                    raise ValueError
-                state[key] = arg.upper()
-            elif key == "MODE":
-                if arg.upper() not in ("CYCL", "CYCLE", "ACCU", "ACCUMULATE"):
-                    raise ValueError
-                state[key] = arg.upper()[:4]
-        except ValueError:
-            raise _Refused(f"Invalid parameter {arg!r}") from None
-        if self.lab is not None and key in ("THRE", "DELA"):
-            self.lab.set_tagger_input(self.name, n, **({"trigger_v": state["THRE"]} if key == "THRE"
-                                                        else {"delay_ps": state["DELA"]}))
-        if key == "RAW":
-            self._update_stream()
-
-    def _count(self, n: int) -> int:
-        """One counter cycle: the expected click rate of what is wired to input n, dead time included."""
-        if self.lab is None or not self.inputs[n]["ENAB"]:
-            return 0
-        rates = self.lab.expected_rates()["singles_hz"]
-        rate = 0.0
-        for det in self.lab.detectors.values():
-            if det.tagger == self.name and det.input == n and det.live:
-                r = rates[det.name]
-                rate += r / (1 + r * det.p.dead_time_ns * 1e-9)
-        return int(self._rng.poisson(rate * self.inputs[n]["INTE"] / 1000))
-
-    # -- data stream --------------------------------------------------------------------------------------
-    def _update_stream(self) -> None:
-        want = self.lab is not None and any(s["RAW"] for s in self.inputs.values())
-        if want and not self._streaming:
-            self.lab.start_stream(self.name)
-        elif not want and self._streaming:
-            self.lab.stop_stream(self.name)
-        self._streaming = want
-
-    def receive_all(self, wait_s: float = 0.0) -> list[list[bytes]]:
-        """Data-port messages since the previous call (what the host's PULL socket would deliver)."""
-        with self._lock:
-            if not self._streaming:
-                return []
-            chunk = self.lab.read_tags(self.name)
-            sending = [n for n, s in self.inputs.items() if s["RAW"] and s["ENAB"]]
-        if chunk.t_stop_ps <= chunk.t_start_ps:
-            return []
-        return encode_stream(chunk, sending)
-
-    def serve_tcp(self, port: int, stop: threading.Event, ready: threading.Event | None = None) -> None:
-        """Serve the control protocol (REP) on 127.0.0.1:port and the data stream (PUSH) on port + 1."""
-        import zmq
-
-        ctx = zmq.Context.instance()
-        rep, push = ctx.socket(zmq.REP), ctx.socket(zmq.PUSH)
-        for s in (rep, push):
-            s.setsockopt(zmq.LINGER, 0)
-        rep.bind(f"tcp://127.0.0.1:{port}")
-        push.bind(f"tcp://127.0.0.1:{port + 1}")
-        if ready is not None:
-            ready.set()
-        try:
-            while not stop.is_set():
-                if rep.poll(20, zmq.POLLIN):
-                    rep.send(self.request(rep.recv()))
-                for msg in self.receive_all():
-                    push.send_multipart(msg)
-        finally:
-            rep.close(0)
-            push.close(0)
-
-
-ID1000.simulator_class = ID1000Simulator  # for `qlab sim serve id1000 --tcp PORT` (serve_tcp)

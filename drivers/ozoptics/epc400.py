@@ -23,7 +23,7 @@ from typing import Any
 
 from qlab.errors import InstrumentError, ProtocolError
 from qlab.instruments.polarization import PolarizationController
-from qlab.sim.device import DeviceSimulator
+from qlab.types import Identification
 
 DEG_PER_VOLT = 72.0  # ±5 V spans ±360° of retardance (order of magnitude of real squeezers)
 VOLT_RE = re.compile(r"CH(\d)\s*([+-]?\d+)")
@@ -41,7 +41,8 @@ class EPC400(PolarizationController):
         return int(axis[-1]) if addr is None else int(addr)
 
     def command(self, cmd: str) -> list[str]:
-        """Send ``cmd``; return the reply lines between the echo and ``Done``."""
+        """Send ``cmd``; return the reply lines between the echo and ``Done``. Raises InstrumentError when the device
+        answers ``Error!``, InstrumentTimeout if it does not answer."""
         lines = []
         with self.transport.lock:
             self.transport.write_line(cmd)
@@ -60,10 +61,14 @@ class EPC400(PolarizationController):
         self.command("MDC")  # DC mode: the voltages hold still
         self.command("ENABLE1")
 
-    def identify(self) -> str:
-        return f"OZ Optics EPC {self._version} serial {self._serial}"
+    def identify(self) -> Identification:
+        """Model and firmware from ``VER?``, serial from ``SN?`` (read when opened)."""
+        model, _, firmware = self._version.partition(" ")
+        return Identification("OZ Optics", model or "EPC", self._serial.removeprefix("SN:").strip(), firmware)
 
     def voltages_mv(self) -> dict[int, int]:
+        """Drive voltage of each channel in mV ({channel: mV}). Raises InstrumentError if refused, ProtocolError on a
+        malformed reply, InstrumentTimeout if the device does not answer."""
         text = " ".join(self.command("V?"))
         found = {int(c): int(v) for c, v in VOLT_RE.findall(text)}
         if not found:
@@ -71,6 +76,9 @@ class EPC400(PolarizationController):
         return found
 
     def set_voltage_mv(self, channel: int, mv: int) -> None:
+        """Set channel ``channel`` (1–4) to ``mv`` millivolts (the device takes −5000…+5000). No qlab limit check: use
+        ``move_absolute`` for limit-checked moves. Raises InstrumentError if the device refuses, ProtocolError on a
+        malformed reply, InstrumentTimeout if the device does not answer."""
         reply = " ".join(self.command(f"V{channel},{int(mv)}"))
         if f"CH{channel}" not in reply:
             raise ProtocolError(self.name, f"unexpected reply {reply!r}")
@@ -96,85 +104,3 @@ class EPC400(PolarizationController):
 
     def status(self) -> dict[str, Any]:
         return {**super().status(), "mode": " ".join(self.command("M?"))}
-
-
-class EPC400Simulator(DeviceSimulator):
-    model_id = "epc400"
-
-    def __init__(self, lab: Any = None, name: str = "", options: dict | None = None):
-        super().__init__(lab, name, options)
-        axes = self.options.get("axes") or {f"ch{i}": {"address": i} for i in range(1, 5)}
-        self.axis_of = {int(spec.get("address") or ax[-1]): ax for ax, spec in axes.items()}
-        self.mv = {c: 0 for c in range(1, 5)}
-        self.freq = {c: 0 for c in range(1, 5)}
-        self.mode = "DC"
-        self.enabled = True
-        for c in self.axis_of:
-            self._couple(c)
-
-    def _couple(self, ch: int) -> None:
-        if self.lab is not None and ch in self.axis_of:
-            retard = (self.mv[ch] / 1000 * DEG_PER_VOLT if self.enabled else 0.0) / 360.0
-            self.lab.set_retardance(self.name, self.axis_of[ch], retard)
-
-    def _out(self, *lines: str) -> None:
-        self.reply("".join(f"{ln}\r\n" for ln in (*lines, "Done")).encode())
-
-    def handle(self) -> None:
-        while (i := self.inbuf.find(b"\r\n")) >= 0:
-            cmd = bytes(self.inbuf[:i]).decode("ascii", "replace").strip()
-            del self.inbuf[: i + 2]
-            self.reply(f"{cmd}\r\n".encode())  # the EPC echoes each command
-            try:
-                self._command(cmd.upper())
-            except (ValueError, KeyError, IndexError):
-                self.reply(b"Error!\r\n")
-
-    def _command(self, c: str) -> None:
-        if c == "V?":
-            self._out("Voltage(mV): " + " ".join(f"CH{k} {v:+d}" for k, v in self.mv.items()))
-        elif m := re.fullmatch(r"V([1-4]),([+-]?\d+)", c):
-            ch, mv = int(m.group(1)), int(m.group(2))
-            if not -5000 <= mv <= 5000:
-                raise ValueError(mv)
-            self.mv[ch] = mv
-            self._couple(ch)
-            self._out(f"Set CH{ch} DC Voltage at: {mv}mV")
-        elif m := re.fullmatch(r"V([HLZ])([1-4])", c):
-            ch = int(m.group(2))
-            self.mv[ch] = {"H": 5000, "L": -5000, "Z": 0}[m.group(1)]
-            self._couple(ch)
-            self._out(f"Set CH{ch} DC Voltage at: {self.mv[ch]}mV")
-        elif c == "M?":
-            self._out(f"Work Mode: {'DC' if self.mode == 'DC' else 'AC(Sine)'}")
-        elif c in ("MDC", "MAC"):
-            self.mode = c[1:]
-            self._out()
-        elif c == "F?":
-            self._out("Frequency(Hz): " + " ".join(f"CH{k} {v}" for k, v in self.freq.items()))
-        elif m := re.fullmatch(r"F([1-4]),(\d+)", c):
-            hz = int(m.group(2))
-            if not 0 <= hz <= 100:
-                raise ValueError(hz)
-            self.freq[int(m.group(1))] = hz
-            self._out()
-        elif c == "SN?":
-            self._out("SN: 12345-EPC")
-        elif c == "VER?":
-            self._out("EPC-400 v2.1 (simulated)")
-        elif c in ("SAVE", "RESET"):
-            if c == "RESET":
-                self.mv = {k: 0 for k in self.mv}
-                for ch in self.axis_of:
-                    self._couple(ch)
-            self._out()
-        elif c in ("ENABLE0", "ENABLE1"):
-            self.enabled = c.endswith("1")
-            for ch in self.axis_of:
-                self._couple(ch)
-            self._out()
-        else:
-            raise KeyError(c)
-
-
-EPC400.simulator_class = EPC400Simulator

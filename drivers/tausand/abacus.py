@@ -31,13 +31,10 @@ from __future__ import annotations
 import math
 import re
 import struct
-from typing import Any
-
-import numpy as np
 
 from qlab.errors import InstrumentError, ProtocolError
 from qlab.instruments.counter import CoincidenceUnit, CounterReading, letter
-from qlab.sim.device import DeviceSimulator
+from qlab.types import Identification
 
 READ, WRITE, START, END, REPLY = 0x0E, 0x0F, 0x02, 0x04, 0x7E
 COUNT_REGISTERS = {"A": 0, "AB": 1, "AC": 2, "AD": 3, "B": 9, "BC": 10, "BD": 11, "C": 18, "CD": 19, "D": 27}
@@ -97,14 +94,18 @@ class Abacus(CoincidenceUnit):
         self.resolution_ns = {"0": 5, "5": 2, "9": 1}.get(m.group(1), 5)
         self.n_inputs = int(m.group(2))
 
-    def identify(self) -> str:
-        return f"{self._idn} ({self.n_inputs} inputs, {self.resolution_ns} ns resolution)"
+    def identify(self) -> Identification:
+        """The ``*IDN?`` reply, with the inputs and time resolution its model number implies."""
+        return Identification("Tausand", self._idn.removeprefix("Tausand ").strip(), text=self._idn,
+                              details=f"{self.n_inputs} inputs, {self.resolution_ns} ns resolution")
 
     def channels(self) -> list[int]:
         return list(range(1, self.n_inputs + 1))
 
     # -- registers -----------------------------------------------------------------------------------------
     def read_registers(self, address: int, count: int) -> dict[int, int]:
+        """Read ``count`` 32-bit registers from ``address``: {address: value}. Raises ProtocolError on a malformed or
+        corrupt reply (checksum), InstrumentTimeout if the device does not answer."""
         with self.transport.lock:
             self.transport.write(request_frame(READ, address, count))
             head = self.transport.read_exact(2)
@@ -118,7 +119,9 @@ class Abacus(CoincidenceUnit):
         return {data[i]: struct.unpack(">I", data[i + 1:i + 5])[0] for i in range(0, len(data), 5)}
 
     def write_register(self, address: int, data: int, what: str) -> None:
-        """Write and read back; the device has no acknowledgement, so a value it refused shows up here."""
+        """Write and read back; the device has no acknowledgement, so a value it refused shows up here.
+        Raises InstrumentError if the value does not stick after retries, ProtocolError / InstrumentTimeout as
+        ``read_registers``."""
         for _ in range(WRITE_ATTEMPTS):
             self.transport.write(request_frame(WRITE, address, data))
             if self.read_registers(address, 1).get(address) == data:
@@ -164,7 +167,9 @@ class Abacus(CoincidenceUnit):
     # -- counts --------------------------------------------------------------------------------------------
     def read(self, wait_new: bool = True) -> CounterReading:
         """The latest completed sampling period; with ``wait_new`` one that started after this call (the
-        period running now may have begun under earlier settings), which takes up to two sampling times."""
+        period running now may have begun under earlier settings), which takes up to two sampling times.
+        Raises InstrumentError if not open or no new period arrives, ProtocolError on a corrupt reply,
+        InstrumentTimeout if the device does not answer."""
         self._require_open()
         sampling = self.sampling_time()
         first = self.read_registers(DATA_ID, 1)[DATA_ID]
@@ -181,109 +186,3 @@ class Abacus(CoincidenceUnit):
             self.clock.sleep(max(status.get(TIME_LEFT, 0), 1) / 1000)
         raise InstrumentError(self.name, "no new counting period arrived (is the sampling time longer than the "
                                          "transport timeout?)")
-
-
-# -- simulator ---------------------------------------------------------------------------------------------------
-class AbacusSimulator(DeviceSimulator):
-    """An AB1004 counting the simulated lab's clicks on its inputs A–D in consecutive sampling periods."""
-
-    model_id = "abacus"
-    idn = b"Tausand Abacus AB1004"
-    n_inputs = 4
-    resolution_ns = 5
-
-    def __init__(self, *a: Any, **k: Any):
-        super().__init__(*a, **k)
-        self.regs: dict[int, int] = {r: 0 for r in COUNT_REGISTERS.values()}
-        for i in range(self.n_inputs):
-            self.regs[DELAY_BASE + i] = 0
-            self.regs[SLEEP_BASE + i] = encode_timer(25e-9)
-        self.regs.update({SAMPLING: encode_timer(0.1), WINDOW: encode_timer(10e-9), DATA_ID: 0, TIME_LEFT: 0})
-        self._streaming = False
-        self._pending_t: list[np.ndarray] = []
-        self._pending_c: list[np.ndarray] = []
-        self._period_start: int | None = None
-
-    def handle(self) -> None:
-        buf = self.inbuf
-        while buf:
-            if buf.startswith(b"*IDN?"):
-                del buf[:5]
-                self.reply(self.idn)
-                continue
-            if buf[0] != START:
-                del buf[:1]  # not a frame start: the device resynchronises silently
-                continue
-            if len(buf) < 8:
-                return
-            frame = bytes(buf[:8])
-            del buf[:8]
-            if frame[7] != END or frame[1] not in (READ, WRITE):
-                continue  # malformed frame: ignored, as the hardware does
-            address, data = frame[2], struct.unpack(">I", frame[3:7])[0]
-            self._count_until_now()
-            if frame[1] == READ:
-                regs = [(a, self.regs[a]) for a in range(address, address + min(data, 64)) if a in self.regs]
-                self.reply(reply_frame(regs))
-            else:
-                self._write(address, data)
-
-    def _write(self, address: int, data: int) -> None:
-        if address == SAMPLING and any(math.isclose(decode_timer(data), s, rel_tol=1e-9) for s in SAMPLING_S):
-            self.regs[SAMPLING] = data
-            self._period_start = None  # a new setting restarts the counting period
-        elif address == WINDOW and self._valid_ns(data, self.resolution_ns, WINDOW_MAX_NS):
-            self.regs[WINDOW] = data
-        elif DELAY_BASE <= address < DELAY_BASE + self.n_inputs and self._valid_ns(data, 0, DELAY_MAX_NS):
-            self.regs[address] = data
-            if self.lab is not None:
-                self.lab.set_tagger_input(self.name, address - DELAY_BASE + 1,
-                                          delay_ps=int(round(decode_timer(data) * 1e12)))
-        elif SLEEP_BASE <= address < SLEEP_BASE + self.n_inputs and self._valid_ns(data, 0, DELAY_MAX_NS):
-            self.regs[address] = data
-        # anything else (counts, dataID, bad values) is ignored without a reply
-
-    def _valid_ns(self, bits: int, lo: float, hi: float) -> bool:
-        ns = decode_timer(bits) * 1e9
-        return lo <= ns <= hi and abs(ns / self.resolution_ns - round(ns / self.resolution_ns)) < 1e-6
-
-    def _count_until_now(self) -> None:
-        """Close every sampling period that has ended; the registers show the last one."""
-        if self.lab is None:
-            return
-        if not self._streaming:
-            self.lab.start_stream(self.name, lossless=True)
-            self._streaming = True
-        chunk = self.lab.read_tags(self.name)
-        if self._period_start is None:
-            self._period_start = chunk.t_start_ps
-            self._pending_t, self._pending_c = [], []
-        self._pending_t.append(chunk.timestamps)
-        self._pending_c.append(chunk.channels)
-        period = int(round(decode_timer(self.regs[SAMPLING]) * 1e12))
-        n_done = (chunk.t_stop_ps - self._period_start) // period
-        if n_done > 0:
-            ts, ch = np.concatenate(self._pending_t), np.concatenate(self._pending_c)
-            last_start = self._period_start + (n_done - 1) * period
-            lo, hi = np.searchsorted(ts, [last_start, last_start + period])
-            self._latch(ts[lo:hi], ch[lo:hi])
-            self._period_start += n_done * period
-            keep = ts >= self._period_start
-            self._pending_t, self._pending_c = [ts[keep]], [ch[keep]]
-            self.regs[DATA_ID] = (self.regs[DATA_ID] + int(n_done)) & 0xFFFFFFFF
-        self.regs[TIME_LEFT] = int((self._period_start + period - chunk.t_stop_ps) / 1e9)
-
-    def _latch(self, ts: np.ndarray, ch: np.ndarray) -> None:
-        from qlab.stream.coincidence import CoincidenceCounter
-        from qlab.types import TagChunk
-
-        window_ps = int(round(decode_timer(self.regs[WINDOW]) * 1e12))
-        # Pulses stretched to the window overlap when they are less than one window apart.
-        res = CoincidenceCounter(list(range(1, self.n_inputs + 1)), 2 * window_ps).process(
-            TagChunk(ts, ch, int(ts[0]) if ts.size else 0, int(ts[-1]) + 1 if ts.size else 0))
-        for label, reg in COUNT_REGISTERS.items():
-            chans = [ord(c) - 64 for c in label]
-            self.regs[reg] = res.single(chans[0]) if len(chans) == 1 else res.pair(*chans)
-
-
-Abacus.simulator_class = AbacusSimulator

@@ -1,19 +1,23 @@
-"""Thorlabs APT binary protocol (Kinesis devices over FTDI serial, 115200 8N1, RTS/CTS): codec, a driver
-base for motion controllers, and a device-simulator base.
+"""Thorlabs APT binary protocol (Kinesis devices over FTDI serial, 115200 8N1, RTS/CTS): frames, the named
+data structures of the messages qlab uses, and a driver base for motion controllers.
 
 Frames: a 6-byte little-endian header. Short: <H id><B p1><B p2><B dest><B src>. Long (data follows):
 <H id><H data_len><B dest|0x80><B src>. Host address 0x01, a standalone USB device 0x50.
+
+The data blocks of long messages are dataclasses with ``pack()`` / ``unpack(data)`` (the idea of QMI's
+``apt_packets.py``); the drivers and their simulators (``apt_sim.py``) share them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from qlab.errors import InstrumentError, ProtocolError
 from qlab.instruments.polarization import PolarizationController
-from qlab.sim.device import DeviceSimulator
+from qlab.types import Identification
 
 HOST, DEVICE = 0x01, 0x50
 HW_REQ_INFO, HW_GET_INFO = 0x0005, 0x0006
@@ -59,8 +63,146 @@ def decode_header(head: bytes) -> tuple[int, int, int, int, int, int]:
     return msg_id, p1, p2, dest, src, 0
 
 
+# ==== message data structures ==================================================================================
+
+D = TypeVar("D", bound="AptData")
+
+
+class AptData:
+    """The data block of a long APT message: dataclass fields packed little-endian as ``FORMAT``."""
+
+    FORMAT: ClassVar[str] = ""
+
+    @classmethod
+    def size(cls) -> int:
+        """Bytes of the packed block."""
+        return struct.calcsize(cls.FORMAT)
+
+    def pack(self) -> bytes:
+        return struct.pack(self.FORMAT, *(getattr(self, f.name) for f in dataclasses.fields(self)))  # type: ignore[arg-type]
+
+    @classmethod
+    def unpack(cls: type[D], data: bytes) -> D:
+        """Decode the first ``size()`` bytes of ``data``; ValueError if it is shorter."""
+        if len(data) < cls.size():
+            raise ValueError(f"{cls.__name__} needs {cls.size()} data bytes, got {len(data)}")
+        return cls(*struct.unpack(cls.FORMAT, data[:cls.size()]))
+
+    def frame(self, msg_id: int) -> Frame:
+        """A long frame carrying this block."""
+        return Frame(msg_id, data=self.pack())
+
+
+@dataclass
+class HwInfo(AptData):
+    """HW_GET_INFO: who the device is. ``firmware`` bytes are (minor, interim, major, unused)."""
+
+    FORMAT: ClassVar[str] = "<i8sH4s60sHHH"
+    serial: int
+    model: bytes
+    hw_type: int
+    firmware: bytes
+    notes: bytes
+    hw_version: int
+    mod_state: int
+    n_channels: int
+
+    @property
+    def model_name(self) -> str:
+        return self.model.split(b"\0")[0].decode("ascii", "replace")
+
+    @property
+    def firmware_version(self) -> str:
+        """``major.interim.minor``."""
+        return f"{self.firmware[2]}.{self.firmware[1]}.{self.firmware[0]}"
+
+
+@dataclass
+class HwResponse(AptData):
+    """HW_RESPONSE / HW_RICHRESPONSE: an error the device reports for message ``msg_id``."""
+
+    FORMAT: ClassVar[str] = "<HH64s"
+    msg_id: int
+    code: int
+    notes: bytes
+
+    @property
+    def text(self) -> str:
+        return self.notes.split(b"\0")[0].decode("ascii", "replace")
+
+
+@dataclass
+class ChannelPosition(AptData):
+    """MOT_GET_POSCOUNTER, and MOT_MOVE_ABSOLUTE / MOT_MOVE_RELATIVE: a channel and a position or distance
+    in encoder counts."""
+
+    FORMAT: ClassVar[str] = "<Hi"
+    channel: int
+    position: int
+
+
+@dataclass
+class StatusBits(AptData):
+    """MOT_GET_STATUSBITS: a channel's status bit field (BIT_*)."""
+
+    FORMAT: ClassVar[str] = "<HI"
+    channel: int
+    bits: int
+
+
+@dataclass
+class StatusUpdate(AptData):
+    """MOT_GET_USTATUSUPDATE, and the long forms of MOT_MOVE_COMPLETED / MOT_MOVE_STOPPED."""
+
+    FORMAT: ClassVar[str] = "<HihHI"
+    channel: int
+    position: int
+    velocity: int
+    motor_current: int
+    bits: int
+
+
+@dataclass
+class VelocityParams(AptData):
+    """MOT_SET_VELPARAMS / MOT_GET_VELPARAMS, in device units (model-specific scale)."""
+
+    FORMAT: ClassVar[str] = "<Hiii"
+    channel: int
+    min_velocity: int
+    acceleration: int
+    max_velocity: int
+
+
+@dataclass
+class PolParams(AptData):
+    """POL_SET_PARAMS / POL_GET_PARAMS of the MPC paddles: velocity in % of 400 °/s, home and jog steps."""
+
+    FORMAT: ClassVar[str] = "<HHHHHH"
+    unused: int
+    velocity_percent: int
+    home_position: int
+    jog_step1: int
+    jog_step2: int
+    jog_step3: int
+
+
+def device_error(name: str, p1: int, data: bytes) -> InstrumentError:
+    """The InstrumentError for an HW_RESPONSE / HW_RICHRESPONSE frame (short frames carry the code in p1)."""
+    if len(data) >= HwResponse.size():
+        r = HwResponse.unpack(data)
+        return InstrumentError(name, f"device error {r.code}: {r.text or 'no description'}")
+    code = struct.unpack("<H", data[2:4])[0] if len(data) >= 4 else p1
+    return InstrumentError(name, f"device error {code}: no description")
+
+
+# ==== driver ===================================================================================================
+
 class AptController(PolarizationController):
-    """Driver base: one APT device, axes mapped to channel identifiers (``address`` in the config)."""
+    """Driver base: one APT device, axes mapped to channel identifiers (``address`` in the config).
+
+    Positions are degrees (``counts_per_deg`` encoder counts each). Device error frames raise
+    InstrumentError, malformed or unexpected frames ProtocolError, a silent device InstrumentTimeout.
+    """
 
     transport_kind = "serial"
     baudrate = 115200
@@ -76,20 +218,22 @@ class AptController(PolarizationController):
         return 1 if addr is None else int(addr, 16) if isinstance(addr, str) else int(addr)
 
     def send(self, frame: Frame) -> None:
+        """Write one frame (no reply is read)."""
         self.transport.write(frame.encode())
 
     def receive(self, timeout_s: float | None = None) -> Frame:
+        """Read one frame. Raises InstrumentError for a device error frame, InstrumentTimeout if none comes
+        within ``timeout_s`` seconds (the transport's default when None)."""
         head = self.transport.read_exact(6, timeout_s)
         msg_id, p1, p2, dest, src, n = decode_header(head)
         data = self.transport.read_exact(n, timeout_s) if n else b""
         if msg_id in (HW_RESPONSE, HW_RICHRESPONSE):
-            code = struct.unpack("<H", data[2:4])[0] if len(data) >= 4 else p1
-            notes = data[4:68].split(b"\0")[0].decode("ascii", "replace") if len(data) > 4 else ""
-            raise InstrumentError(self.name, f"device error {code}: {notes or 'no description'}")
+            raise device_error(self.name, p1, data)
         return Frame(msg_id, p1, p2, data, dest, src)
 
     def expect(self, msg_id: int, timeout_s: float | None = None) -> Frame:
-        """Read until ``msg_id`` arrives (status updates the device pushes meanwhile are skipped)."""
+        """Read until ``msg_id`` arrives (status updates the device pushes meanwhile are skipped).
+        Raises ProtocolError for any other message, InstrumentError / InstrumentTimeout as ``receive``."""
         while True:
             f = self.receive(timeout_s)
             if f.msg_id == msg_id:
@@ -97,33 +241,38 @@ class AptController(PolarizationController):
             if f.msg_id not in (MOT_GET_USTATUSUPDATE, MOT_GET_STATUSBITS, MOT_MOVE_COMPLETED, MOT_MOVE_STOPPED):
                 raise ProtocolError(self.name, f"expected message 0x{msg_id:04X}, got 0x{f.msg_id:04X}")
 
+    def decode(self, cls: type[D], frame: Frame) -> D:
+        """The data block of ``frame`` as ``cls``; ProtocolError if it is too short."""
+        try:
+            return cls.unpack(frame.data)
+        except ValueError as exc:
+            raise ProtocolError(self.name, f"message 0x{frame.msg_id:04X}: {exc}") from None
+
     def _check_pending(self) -> None:
         """Look at what arrived unasked: stale replies are dropped, an error the device reported for an
-        earlier command without reply (a SET) is raised here."""
+        earlier command without reply (a SET) is raised here as InstrumentError."""
         data = self.transport.drain()
         while len(data) >= 6:
             msg_id, p1, _, _, _, n = decode_header(data[:6])
             body, data = data[6:6 + n], data[6 + n:]
             if msg_id in (HW_RESPONSE, HW_RICHRESPONSE):
-                code = struct.unpack("<H", body[2:4])[0] if len(body) >= 4 else p1
-                notes = body[4:68].split(b"\0")[0].decode("ascii", "replace") if len(body) > 4 else ""
-                raise InstrumentError(self.name, f"device error {code}: {notes or 'no description'}")
+                raise device_error(self.name, p1, body)
 
     def query(self, frame: Frame, reply_id: int, timeout_s: float | None = None) -> Frame:
+        """Send ``frame`` and return the reply ``reply_id``; errors as ``expect``."""
         with self.transport.lock:
             self._check_pending()
             self.send(frame)
             return self.expect(reply_id, timeout_s)
 
     def _open(self) -> None:
-        info = self.query(Frame(HW_REQ_INFO), HW_GET_INFO)
-        if len(info.data) < 84:
-            raise ProtocolError(self.name, f"short HW_GET_INFO ({len(info.data)} bytes)")
-        serial, model = struct.unpack("<i8s", info.data[:12])
-        self._model = model.split(b"\0")[0].decode("ascii", "replace")
-        self._serial = serial
-        fw = info.data[14:18]
-        self._firmware = f"{fw[2]}.{fw[1]}.{fw[0]}"
+        reply = self.query(Frame(HW_REQ_INFO), HW_GET_INFO)
+        if len(reply.data) < 84:
+            raise ProtocolError(self.name, f"short HW_GET_INFO ({len(reply.data)} bytes)")
+        info = self.decode(HwInfo, reply)
+        self._model = info.model_name
+        self._serial = info.serial
+        self._firmware = info.firmware_version
         if self.model_prefix and not self._model.startswith(self.model_prefix):
             raise ProtocolError(self.name, f"device reports model {self._model!r}, not a {self.model_prefix}")
         self._configure()
@@ -131,21 +280,23 @@ class AptController(PolarizationController):
     def _configure(self) -> None:  # noqa: B027 - models add their setup
         pass
 
-    def identify(self) -> str:
-        return f"Thorlabs {self._model} serial {self._serial} firmware {self._firmware}"
+    def identify(self) -> Identification:
+        """Model, serial and firmware from HW_GET_INFO (read when the device was opened)."""
+        return Identification("Thorlabs", self._model, str(self._serial), self._firmware)
 
     def _counts(self, deg: float) -> int:
         return int(round(deg * self.counts_per_deg))
 
-    def _move_absolute(self, axis: str, position_deg: float) -> None:
+    def _move(self, msg_id: int, axis: str, deg: float) -> None:
         with self.transport.lock:
-            self.send(Frame(MOT_MOVE_ABSOLUTE, data=struct.pack("<Hi", self._chan(axis), self._counts(position_deg))))
+            self.send(ChannelPosition(self._chan(axis), self._counts(deg)).frame(msg_id))
             self.expect(MOT_MOVE_COMPLETED, self.move_reply_timeout_s)
 
+    def _move_absolute(self, axis: str, position_deg: float) -> None:
+        self._move(MOT_MOVE_ABSOLUTE, axis, position_deg)
+
     def _move_relative(self, axis: str, delta_deg: float) -> None:
-        with self.transport.lock:
-            self.send(Frame(MOT_MOVE_RELATIVE, data=struct.pack("<Hi", self._chan(axis), self._counts(delta_deg))))
-            self.expect(MOT_MOVE_COMPLETED, self.move_reply_timeout_s)
+        self._move(MOT_MOVE_RELATIVE, axis, delta_deg)
 
     def _home(self, axis: str) -> None:
         with self.transport.lock:
@@ -153,159 +304,22 @@ class AptController(PolarizationController):
             self.expect(MOT_MOVE_HOMED, self.move_reply_timeout_s)
 
     def position(self, axis: str | None = None) -> float:
+        """Position of ``axis`` in degrees from the encoder counter. Raises InstrumentError (device error,
+        unknown axis), ProtocolError, InstrumentTimeout."""
         ax = self._axis(axis)
         f = self.query(Frame(MOT_REQ_POSCOUNTER, p1=self._chan(ax)), MOT_GET_POSCOUNTER)
-        return struct.unpack("<Hi", f.data[:6])[1] / self.counts_per_deg
+        return self.decode(ChannelPosition, f).position / self.counts_per_deg
 
     def status_bits(self, axis: str | None = None) -> int:
+        """The channel's APT status bit field (BIT_* constants). Errors as ``position``."""
         ax = self._axis(axis)
         f = self.query(Frame(MOT_REQ_STATUSBITS, p1=self._chan(ax)), MOT_GET_STATUSBITS)
-        return struct.unpack("<HI", f.data[:6])[1]
+        return self.decode(StatusBits, f).bits
 
     def is_busy(self, axis: str | None = None) -> bool:
+        """True while the axis moves or homes. Errors as ``position``."""
         return bool(self.status_bits(axis) & (BIT_MOVING_CW | BIT_MOVING_CCW | BIT_HOMING))
 
     def status(self) -> dict[str, Any]:
+        """Base status plus each axis's status bits (hex). Errors as ``position``."""
         return {**super().status(), "status_bits": {ax: hex(self.status_bits(ax)) for ax in self.axes()}}
-
-
-# ==== simulator ================================================================================================
-
-class AptSimulator(DeviceSimulator):
-    """Frames in, frames out; channels move with a finite speed and report completion when done."""
-
-    model_name = b""
-    hw_type = 0
-    counts_per_deg = 1.0
-    speed_deg_per_s = 10.0
-    travel_deg: tuple[float, float] = (-1e9, 1e9)
-    completed_has_status = True
-
-    def __init__(self, lab: Any = None, name: str = "", options: dict | None = None):
-        super().__init__(lab, name, options)
-        axes = self.options.get("axes") or {"1": {"address": 1}}
-        self.axis_of: dict[int, str] = {}
-        for i, (ax, spec) in enumerate(axes.items()):
-            addr = spec.get("address")
-            chan = (1 << i if self.bitmask_channels else i + 1) if addr is None else (
-                int(addr, 16) if isinstance(addr, str) else int(addr))
-            self.axis_of[chan] = ax
-        self.pos = {c: 0 for c in self.axis_of}
-        self.target = dict(self.pos)
-        self.move_end = {c: 0.0 for c in self.axis_of}
-        self.enabled = {c: True for c in self.axis_of}
-        self.homed = {c: False for c in self.axis_of}
-        self.serial = 55000123
-        for c in self.axis_of:
-            self._couple(c)
-
-    bitmask_channels = False
-
-    def _couple(self, chan: int) -> None:
-        if self.lab is not None:
-            self.lab.set_waveplate(self.name, self.axis_of[chan], self.pos[chan] / self.counts_per_deg)
-
-    def _settle(self, chan: int) -> None:
-        if self.move_end[chan] and self.clock.now() >= self.move_end[chan]:
-            self.pos[chan] = self.target[chan]
-            self.move_end[chan] = 0.0
-
-    def _bits(self, chan: int) -> int:
-        self._settle(chan)
-        bits = BIT_CONNECTED | (BIT_ENABLED if self.enabled[chan] else 0) | (BIT_HOMED if self.homed[chan] else 0)
-        if self.move_end[chan]:
-            bits |= BIT_MOVING_CW if self.target[chan] >= self.pos[chan] else BIT_MOVING_CCW
-        return bits
-
-    def _send(self, frame: Frame, delay_s: float = 0.0) -> None:
-        frame.dest, frame.src = HOST, DEVICE
-        self.reply(frame.encode(), delay_s)
-
-    def _error(self, msg_id: int, code: int, text: str) -> None:
-        self._send(Frame(HW_RICHRESPONSE, data=struct.pack("<HH64s", msg_id, code, text.encode()[:64])))
-
-    def _status_data(self, chan: int) -> bytes:
-        return struct.pack("<HihHI", chan, self.pos[chan], 0, 0, self._bits(chan))
-
-    def _start_move(self, chan: int, target: int, completion: int) -> None:
-        self._settle(chan)
-        lo, hi = (int(round(x * self.counts_per_deg)) for x in self.travel_deg)
-        if not lo <= target <= hi:
-            self._error(MOT_MOVE_ABSOLUTE, 0x0B, f"position outside travel {self.travel_deg}")
-            return
-        if not self.enabled[chan]:
-            self._error(MOT_MOVE_ABSOLUTE, 0x0C, "channel disabled")
-            return
-        duration = 0.02 + abs(target - self.pos[chan]) / self.counts_per_deg / self.speed_deg_per_s
-        self.target[chan] = target
-        self.move_end[chan] = self.clock.now() + duration
-        old = self.pos[chan]
-        self.pos[chan] = target
-        self._couple(chan)
-        self.pos[chan] = old
-        if completion == MOT_MOVE_HOMED or not self.completed_has_status:
-            self._send(Frame(completion, p1=chan), duration)
-        else:
-            data = struct.pack("<HihHI", chan, target, 0, 0, BIT_CONNECTED | BIT_ENABLED)
-            self._send(Frame(completion, data=data), duration)
-
-    def handle(self) -> None:
-        buf = self.inbuf
-        while len(buf) >= 6:
-            msg_id, p1, p2, dest, src, n = decode_header(bytes(buf[:6]))
-            if len(buf) < 6 + n:
-                return
-            data = bytes(buf[6:6 + n])
-            del buf[:6 + n]
-            self._dispatch(msg_id, p1, p2, data)
-
-    def _chan_of(self, msg_id: int, value: int) -> int | None:
-        if value in self.axis_of:
-            return value
-        self._error(msg_id, 0x0A, f"no channel {value}")
-        return None
-
-    def _dispatch(self, msg_id: int, p1: int, p2: int, data: bytes) -> None:
-        if msg_id == HW_REQ_INFO:
-            info = struct.pack("<i8sH4s60sHHH", self.serial, self.model_name, self.hw_type, bytes([4, 0, 1, 0]),
-                               b"qlab simulator", 1, 0, len(self.axis_of))
-            self._send(Frame(HW_GET_INFO, data=info))
-        elif msg_id in (MOD_IDENTIFY, HW_START_UPDATEMSGS, HW_STOP_UPDATEMSGS, MOT_ACK_USTATUSUPDATE):
-            pass
-        elif msg_id == MOD_SET_CHANENABLESTATE:
-            if (c := self._chan_of(msg_id, p1)) is not None:
-                self.enabled[c] = p2 == 1
-        elif msg_id == MOD_REQ_CHANENABLESTATE:
-            if (c := self._chan_of(msg_id, p1)) is not None:
-                self._send(Frame(MOD_GET_CHANENABLESTATE, p1=c, p2=1 if self.enabled[c] else 2))
-        elif msg_id == MOT_REQ_POSCOUNTER:
-            if (c := self._chan_of(msg_id, p1)) is not None:
-                self._settle(c)
-                self._send(Frame(MOT_GET_POSCOUNTER, data=struct.pack("<Hi", c, self.pos[c])))
-        elif msg_id == MOT_REQ_STATUSBITS:
-            if (c := self._chan_of(msg_id, p1)) is not None:
-                self._send(Frame(MOT_GET_STATUSBITS, data=struct.pack("<HI", c, self._bits(c))))
-        elif msg_id == MOT_REQ_USTATUSUPDATE:
-            if (c := self._chan_of(msg_id, p1)) is not None:
-                self._send(Frame(MOT_GET_USTATUSUPDATE, data=self._status_data(c)))
-        elif msg_id in (MOT_MOVE_ABSOLUTE, MOT_MOVE_RELATIVE) and len(data) >= 6:
-            chan, value = struct.unpack("<Hi", data[:6])
-            if (c := self._chan_of(msg_id, chan)) is not None:
-                self._settle(c)
-                target = value if msg_id == MOT_MOVE_ABSOLUTE else self.pos[c] + value
-                self._start_move(c, target, MOT_MOVE_COMPLETED)
-        elif msg_id == MOT_MOVE_HOME:
-            if (c := self._chan_of(msg_id, p1)) is not None:
-                self.homed[c] = True
-                self._start_move(c, 0, MOT_MOVE_HOMED)
-        elif msg_id == MOT_MOVE_STOP:
-            if (c := self._chan_of(msg_id, p1)) is not None:
-                self._settle(c)
-                self.move_end[c] = 0.0
-                self._outbox = [(t, b) for t, b in self._outbox if b[:2] != struct.pack("<H", MOT_MOVE_COMPLETED)]
-                self._send(Frame(MOT_MOVE_STOPPED, data=self._status_data(c)))
-        else:
-            self._other(msg_id, p1, p2, data)
-
-    def _other(self, msg_id: int, p1: int, p2: int, data: bytes) -> None:
-        self._error(msg_id, 0x01, f"unknown message 0x{msg_id:04X}")

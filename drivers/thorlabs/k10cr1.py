@@ -1,4 +1,4 @@
-"""Thorlabs K10CR1 motorized rotation stage (APT over serial): driver and simulator.
+"""Thorlabs K10CR1 motorized rotation stage (APT over serial): driver (simulator in ``k10cr1_sim.py``).
 
 409600/3 ≈ 136533 encoder counts per degree. The stage may not move until velocity parameters are set
 explicitly, so the driver sets them on open.
@@ -14,21 +14,19 @@ Config block::
 
 from __future__ import annotations
 
-import struct
-
 from qlab.drivers.thorlabs.apt import (
     MOD_SET_CHANENABLESTATE,
     MOT_GET_VELPARAMS,
     MOT_REQ_VELPARAMS,
     MOT_SET_VELPARAMS,
     AptController,
-    AptSimulator,
     Frame,
+    VelocityParams,
 )
 
 COUNTS_PER_DEG = 409600 / 3
-VEL_PER_DEG_S = 7329109
-ACC_PER_DEG_S2 = 1502
+VEL_PER_DEG_S = 7329109  # device velocity units per °/s
+ACC_PER_DEG_S2 = 1502  # device acceleration units per °/s²
 
 
 class K10CR1(AptController):
@@ -42,45 +40,13 @@ class K10CR1(AptController):
         for ax in self.axes():
             ch = self._chan(ax)
             self.send(Frame(MOD_SET_CHANENABLESTATE, p1=ch, p2=1))
-            data = struct.pack("<Hiii", ch, 0, int(self.acceleration_deg_s2 * ACC_PER_DEG_S2),
-                               int(self.velocity_deg_s * VEL_PER_DEG_S))
-            self.send(Frame(MOT_SET_VELPARAMS, data=data))
+            params = VelocityParams(ch, 0, int(self.acceleration_deg_s2 * ACC_PER_DEG_S2),
+                                    int(self.velocity_deg_s * VEL_PER_DEG_S))
+            self.send(params.frame(MOT_SET_VELPARAMS))
 
     def velocity_params(self, axis: str | None = None) -> tuple[float, float]:
-        """(max velocity °/s, acceleration °/s²) as the stage reports them."""
+        """(max velocity °/s, acceleration °/s²) as the stage reports them. Raises InstrumentError (device
+        error, unknown axis), ProtocolError, InstrumentTimeout."""
         f = self.query(Frame(MOT_REQ_VELPARAMS, p1=self._chan(self._axis(axis))), MOT_GET_VELPARAMS)
-        _, _, acc, vmax = struct.unpack("<Hiii", f.data[:14])
-        return vmax / VEL_PER_DEG_S, acc / ACC_PER_DEG_S2
-
-
-class K10CR1Simulator(AptSimulator):
-    model_id = "k10cr1"
-    model_name = b"K10CR1"
-    hw_type = 44
-    counts_per_deg = COUNTS_PER_DEG
-    speed_deg_per_s = 0.0  # until velocity parameters are set: the stage's known "no move" quirk
-
-    def __init__(self, *a, **k):
-        super().__init__(*a, **k)
-        self.vel = {c: (0, 0, 0) for c in self.axis_of}
-
-    def _start_move(self, chan: int, target: int, completion: int) -> None:
-        vmax = self.vel[chan][2] / VEL_PER_DEG_S
-        if vmax <= 0:
-            return  # the real stage sits still and never reports completion
-        self.speed_deg_per_s = vmax
-        super()._start_move(chan, target, completion)
-
-    def _other(self, msg_id: int, p1: int, p2: int, data: bytes) -> None:
-        if msg_id == MOT_SET_VELPARAMS and len(data) >= 14:
-            chan, vmin, acc, vmax = struct.unpack("<Hiii", data[:14])
-            if chan in self.axis_of:
-                self.vel[chan] = (vmin, acc, vmax)
-        elif msg_id == MOT_REQ_VELPARAMS:
-            c = p1 if p1 in self.axis_of else next(iter(self.axis_of))
-            self._send(Frame(MOT_GET_VELPARAMS, data=struct.pack("<Hiii", c, *self.vel[c])))
-        else:
-            super()._other(msg_id, p1, p2, data)
-
-
-K10CR1.simulator_class = K10CR1Simulator
+        params = self.decode(VelocityParams, f)
+        return params.max_velocity / VEL_PER_DEG_S, params.acceleration / ACC_PER_DEG_S2

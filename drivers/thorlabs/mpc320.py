@@ -1,4 +1,5 @@
-"""Thorlabs MPC320 motorized fibre polarization controller (three paddles, APT over serial).
+"""Thorlabs MPC320 motorized fibre polarization controller (three paddles, APT over serial): driver
+(simulator in ``mpc320_sim.py``).
 
 Paddles are addressed by the bitmask 0x01/0x02/0x04; positions are 1370 steps per 170°, range 0–170°.
 Moves are reported complete by a header-only MOVE_COMPLETED.
@@ -16,9 +17,9 @@ Config block::
 
 from __future__ import annotations
 
-import struct
+import dataclasses
 
-from qlab.drivers.thorlabs.apt import POL_GET_PARAMS, POL_REQ_PARAMS, POL_SET_PARAMS, AptController, AptSimulator, Frame
+from qlab.drivers.thorlabs.apt import POL_GET_PARAMS, POL_REQ_PARAMS, POL_SET_PARAMS, AptController, Frame, PolParams
 
 STEPS_PER_DEG = 1370 / 170
 
@@ -29,40 +30,11 @@ class MPC320(AptController):
     model_prefix = "MPC"
 
     def _configure(self) -> None:
-        self.pol_params = self.query(Frame(POL_REQ_PARAMS), POL_GET_PARAMS).data
+        self.pol_params = self.query(Frame(POL_REQ_PARAMS), POL_GET_PARAMS).data  # raw POL_GET_PARAMS data
 
     def set_velocity_percent(self, percent: int) -> None:
-        _, _, home, j1, j2, j3 = struct.unpack("<HHHHHH", self.pol_params[:12])
-        self.send(Frame(POL_SET_PARAMS, data=struct.pack("<HHHHHH", 0, int(percent), home, j1, j2, j3)))
+        """Paddle speed in % of 400 °/s (the device takes 10–100). A refused value raises InstrumentError
+        (reported with the next reply); ProtocolError, InstrumentTimeout on a bad or missing reply."""
+        current = PolParams.unpack(self.pol_params)
+        self.send(dataclasses.replace(current, unused=0, velocity_percent=int(percent)).frame(POL_SET_PARAMS))
         self.pol_params = self.query(Frame(POL_REQ_PARAMS), POL_GET_PARAMS).data
-
-
-class MPC320Simulator(AptSimulator):
-    model_id = "mpc320"
-    model_name = b"MPC320"
-    hw_type = 38
-    counts_per_deg = STEPS_PER_DEG
-    travel_deg = (0.0, 170.0)
-    completed_has_status = False
-    bitmask_channels = True
-
-    def __init__(self, *a, **k):
-        super().__init__(*a, **k)
-        self.params = [0, 50, 685, 25, 25, 25]  # velocity % of 400 °/s, home position, jog steps
-        self.speed_deg_per_s = 400 * self.params[1] / 100
-
-    def _other(self, msg_id: int, p1: int, p2: int, data: bytes) -> None:
-        if msg_id == POL_SET_PARAMS and len(data) >= 12:
-            values = list(struct.unpack("<HHHHHH", data[:12]))
-            if not 10 <= values[1] <= 100:
-                self._error(msg_id, 0x0D, "velocity must be 10-100 %")
-                return
-            self.params = values
-            self.speed_deg_per_s = 400 * values[1] / 100
-        elif msg_id == POL_REQ_PARAMS:
-            self._send(Frame(POL_GET_PARAMS, data=struct.pack("<HHHHHH", *self.params)))
-        else:
-            super()._other(msg_id, p1, p2, data)
-
-
-MPC320.simulator_class = MPC320Simulator

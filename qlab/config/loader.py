@@ -8,10 +8,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from qlab.catalogue import DRIVERS
 from qlab.config.schema import KIND_SIM_MODELS, InstrumentConfig, LabConfig
 from qlab.config.yaml_lines import KeyPath, format_path, line_of, load_yaml_with_lines, read_text
 from qlab.errors import ConfigError
-from qlab.instruments.registry import DRIVERS
 
 DEFAULT_CONFIG_NAME = "instruments.yaml"
 

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from qlab.errors import InstrumentError
 from qlab.instruments.clock import Clock, WallClock
 from qlab.instruments.limits import Limits
+from qlab.types import Identification
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class Instrument(ABC):
 
     # -- common operations ------------------------------------------------------------------------------
     @abstractmethod
-    def identify(self) -> str:
+    def identify(self) -> Identification:
         """Manufacturer, model, serial and firmware as the device reports them."""
 
     @abstractmethod

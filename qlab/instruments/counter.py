@@ -40,16 +40,22 @@ class CoincidenceUnit(InputInstrument):
     kind = "counter"
 
     def set_sampling_time(self, sampling_s: float) -> None:
-        """Length of one counting period, in s."""
+        """Length of one counting period, in s. Raises LimitError outside ``limits.sampling_s``, InstrumentError if
+        not open or the device does not take the value, ProtocolError on a malformed reply, InstrumentTimeout if the
+        device does not answer."""
         self._require_open()
         self._set_sampling_time(self.limits.check("sampling_s", sampling_s))
 
     def set_coincidence_window(self, window_ps: int) -> None:
-        """Two clicks closer than ``window_ps`` count as a coincidence."""
+        """Two clicks closer than ``window_ps`` (ps) count as a coincidence. Raises LimitError outside
+        ``limits.coincidence_window_ps``, InstrumentError if not open or the device does not take the value,
+        ProtocolError on a malformed reply, InstrumentTimeout if the device does not answer."""
         self._require_open()
         self._set_coincidence_window(int(self.limits.check("coincidence_window_ps", window_ps)))
 
     def apply_settings(self, settings: dict[str, Any]) -> None:
+        """Apply instruments.yaml ``settings``: delays_ps ({input: ps}), coincidence_window_ps (ps), sampling_s (s).
+        Raises InstrumentError for any other key, and what the setters raise."""
         for key, v in settings.items():
             if key == "delays_ps":
                 self._apply_delays(v)
@@ -61,6 +67,8 @@ class CoincidenceUnit(InputInstrument):
                 super().apply_settings({key: v})
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Sampling time (s), coincidence window (ps) and input delays (ps). Raises ProtocolError on a malformed
+        reply, InstrumentTimeout if the device does not answer."""
         snap = {"sampling": value(self.sampling_time(), "s"),
                 "coincidence_window": value(self.coincidence_window(), "ps")}
         for ch in self.channels():
@@ -69,16 +77,22 @@ class CoincidenceUnit(InputInstrument):
 
     @abstractmethod
     def read(self, wait_new: bool = True) -> CounterReading:
-        """The latest completed sampling period; with ``wait_new`` one that completed after this call."""
+        """The latest completed sampling period; with ``wait_new`` one that completed after this call. Raises
+        InstrumentError if not open or no new period arrives, ProtocolError on a malformed reply, InstrumentTimeout if
+        the device does not answer."""
 
     @abstractmethod
     def _set_sampling_time(self, sampling_s: float) -> None: ...
 
     @abstractmethod
-    def sampling_time(self) -> float: ...
+    def sampling_time(self) -> float:
+        """Length of one counting period in s. Raises ProtocolError on a malformed reply, InstrumentTimeout if the
+        device does not answer."""
 
     @abstractmethod
     def _set_coincidence_window(self, window_ps: int) -> None: ...
 
     @abstractmethod
-    def coincidence_window(self) -> int: ...
+    def coincidence_window(self) -> int:
+        """Coincidence window in ps. Raises ProtocolError on a malformed reply, InstrumentTimeout if the device does
+        not answer."""

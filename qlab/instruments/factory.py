@@ -1,20 +1,25 @@
-"""Build a driver for one instruments.yaml entry: the same driver class on a real or simulated transport."""
+"""Build a driver for one instruments.yaml entry: the same driver class on a real or simulated transport.
+
+The one place outside qlab/sim that builds simulated instruments: the catalogue says which simulator
+belongs to which driver, and qlab.sim is imported only when a ``backend: sim`` instrument is built.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from qlab.catalogue import entry
 from qlab.config.schema import InstrumentConfig
 from qlab.instruments.base import Instrument
 from qlab.instruments.limits import Limits
-from qlab.instruments.registry import DRIVERS
 
 if TYPE_CHECKING:
     from qlab.sim.model import SimLab
 
 
 def build_transport(cls: type, name: str, backend: str, timeout_s: float) -> Any:
-    """Open the real transport a driver class declares (``transport_kind``) on ``backend``."""
+    """Open the real transport a driver class declares (``transport_kind``) on ``backend``.
+    Raises InstrumentError if the port / resource cannot be opened."""
     kind = getattr(cls, "transport_kind", "none")
     terms = {"write_termination": getattr(cls, "write_termination", b""),
              "read_termination": getattr(cls, "read_termination", b"\n"), "timeout_s": timeout_s}
@@ -43,27 +48,36 @@ def build_transport(cls: type, name: str, backend: str, timeout_s: float) -> Any
 
 def create_instrument(name: str, cfg: InstrumentConfig, sim: SimLab | None) -> Instrument:
     """Instantiate (not open) the driver of ``name``; with ``backend: sim`` it talks to a device simulator
-    coupled to ``sim``."""
-    cls = DRIVERS[cfg.driver].load()
+    coupled to ``sim``. Raises KeyError for a driver id not in the catalogue (the config loader checks
+    ids first), ValueError for ``backend: sim`` without a simulated lab, InstrumentError if a real
+    transport cannot be opened."""
+    found = entry(cfg.driver)
     limits = Limits(name, cfg.limits)
     options: dict[str, Any] = {"axes": {k: a.model_dump() for k, a in cfg.axes.items()},
                                "backend": cfg.backend, "address": cfg.address}
     if cfg.backend == "sim":
         if sim is None:
             raise ValueError(f"{name}: backend 'sim' needs a simulated lab")
-        if hasattr(cls, "simulated"):
-            return cls.simulated(name, sim, limits, cfg, options)
-        device = cls.simulator_class(sim, name, options)
-        sim.device_sims[name] = device
-        return cls(name, transport=simulated_transport(cls, name, device, cfg.timeout_s), limits=limits,
-                   clock=sim.clock, options=options)
+        return _create_simulated(name, cfg, sim, limits, options)
+    cls = found.load()
     transport = build_transport(cls, name, cfg.backend, cfg.timeout_s)
     return cls(name, transport=transport, limits=limits, options=options)
 
 
-def simulated_transport(cls: type, name: str, device: Any, timeout_s: float) -> Any:
-    from qlab.transport.simlink import SimLinkTransport
+def _create_simulated(name: str, cfg: InstrumentConfig, sim: SimLab, limits: Limits,
+                      options: dict[str, Any]) -> Instrument:
+    """The driver on its simulation: the catalogue's builder (simulated SDK / several links), else the
+    driver class linked in process to its wire-protocol device simulator."""
+    from qlab.sim.device import sim_link
+    from qlab.sim.registry import enable_sim_urls
 
-    return SimLinkTransport(name, device, timeout_s=timeout_s,
-                            write_termination=getattr(cls, "write_termination", b""),
-                            read_termination=getattr(cls, "read_termination", b"\n"))
+    enable_sim_urls()  # qlabsim:// URLs reach this lab's devices while it runs
+    found = entry(cfg.driver)
+    builder = found.load_sim_builder()
+    if builder is not None:
+        return builder(name, sim, limits, cfg, options)
+    cls = found.load()
+    device = found.load_simulator()(sim, name, options)
+    sim.device_sims[name] = device
+    return cls(name, transport=sim_link(cls, name, device, cfg.timeout_s), limits=limits, clock=sim.clock,
+               options=options)

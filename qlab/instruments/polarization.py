@@ -15,6 +15,7 @@ class PolarizationController(Instrument):
     move_timeout_s = 30.0
 
     def axes(self) -> list[str]:
+        """Configured axis names (``axes`` of the config; "0" for a single unnamed axis)."""
         return list(self.options.get("axes", {}) or ["0"])
 
     def _axis(self, axis: str | None) -> str:
@@ -28,7 +29,10 @@ class PolarizationController(Instrument):
         return axis
 
     def move_absolute(self, position_deg: float, axis: str | None = None, wait: bool = True) -> None:
-        """Move ``axis`` to ``position_deg`` (degrees)."""
+        """Move ``axis`` (None: the only axis) to ``position_deg`` degrees; with ``wait`` return when it stops. Raises
+        LimitError outside ``limits.position_deg``, InstrumentError for an unknown axis, a closed instrument or a
+        device refusal, InstrumentTimeout if the move outlasts ``move_timeout_s`` s or the device is silent,
+        ProtocolError on a malformed reply."""
         self._require_open()
         ax = self._axis(axis)
         self._move_absolute(ax, self.limits.check("position_deg", position_deg))
@@ -36,6 +40,8 @@ class PolarizationController(Instrument):
             self.wait(ax)
 
     def move_relative(self, delta_deg: float, axis: str | None = None, wait: bool = True) -> None:
+        """Move ``axis`` by ``delta_deg`` degrees; the resulting position is checked against ``limits.position_deg``
+        first. Errors as ``move_absolute``."""
         self._require_open()
         ax = self._axis(axis)
         self.limits.check("position_deg", self.position(ax) + delta_deg)
@@ -44,6 +50,7 @@ class PolarizationController(Instrument):
             self.wait(ax)
 
     def home(self, axis: str | None = None, wait: bool = True) -> None:
+        """Move ``axis`` to its home position (0°). Errors as ``move_absolute`` (no LimitError)."""
         self._require_open()
         ax = self._axis(axis)
         self._home(ax)
@@ -51,6 +58,8 @@ class PolarizationController(Instrument):
             self.wait(ax)
 
     def wait(self, axis: str | None = None) -> None:
+        """Poll until ``axis`` stops moving. Raises InstrumentTimeout after ``move_timeout_s`` s, and what ``is_busy``
+        raises."""
         ax = self._axis(axis)
         t0 = self.clock.now()
         while self.is_busy(ax):
@@ -59,12 +68,16 @@ class PolarizationController(Instrument):
             self.clock.sleep(self.poll_interval_s)
 
     def positions(self) -> dict[str, float]:
+        """Position of every axis in degrees. Errors as ``position``."""
         return {ax: self.position(ax) for ax in self.axes()}
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Each axis's position in degrees. Errors as ``position``."""
         return {f"position_{ax}": value(pos, "deg") for ax, pos in self.positions().items()}
 
     def apply_settings(self, settings: dict[str, Any]) -> None:
+        """``position_deg`` (the only axis) or ``position_deg.AXIS`` in degrees; each moves and waits. Raises
+        InstrumentError for any other key, and what ``move_absolute`` raises."""
         for key, v in settings.items():
             if not key.startswith("position_deg"):
                 super().apply_settings({key: v})
@@ -82,7 +95,10 @@ class PolarizationController(Instrument):
 
     @abstractmethod
     def position(self, axis: str | None = None) -> float:
-        """Current position in degrees."""
+        """Current position of ``axis`` in degrees. Raises InstrumentError for an unknown axis or a device error,
+        ProtocolError on a malformed reply, InstrumentTimeout if the device does not answer."""
 
     @abstractmethod
-    def is_busy(self, axis: str | None = None) -> bool: ...
+    def is_busy(self, axis: str | None = None) -> bool:
+        """True while ``axis`` moves or homes. Raises InstrumentError for an unknown axis or a device error,
+        ProtocolError on a malformed reply, InstrumentTimeout if the device does not answer."""

@@ -15,6 +15,9 @@ class TimeTagger(InputInstrument):
     poll_interval_s = 0.05
 
     def set_trigger_level(self, channel: int, level_v: float) -> None:
+        """Discriminator level of input ``channel`` in V. Raises LimitError outside ``limits.trigger_level_v``,
+        InstrumentError for an unknown channel, a closed instrument or a device refusal, ProtocolError on a malformed
+        reply, InstrumentTimeout if the device does not answer."""
         self._require_open()
         self._check_channel(channel)
         self._set_trigger_level(channel, self.limits.check("trigger_level_v", level_v))
@@ -23,6 +26,8 @@ class TimeTagger(InputInstrument):
         """Stream for ``duration_s`` seconds of tagger time and return everything in one chunk.
 
         Data already buffered before the call are discarded, so the chunk reflects current settings.
+        Timestamps int64 ps. Raises InstrumentError if not open or the device reports an error, ProtocolError
+        on a corrupt stream, InstrumentTimeout if the device does not answer.
         """
         self._require_open()
         self.read_chunk()  # flush what accumulated before this request
@@ -37,6 +42,8 @@ class TimeTagger(InputInstrument):
         return TagChunk.concatenate(chunks)
 
     def apply_settings(self, settings: dict[str, Any]) -> None:
+        """Apply instruments.yaml ``settings``: delays_ps ({input: ps}) and trigger_levels_v ({input: V}). Raises
+        InstrumentError for any other key, and what the setters raise."""
         for key, v in settings.items():
             if key == "delays_ps":
                 self._apply_delays(v)
@@ -47,6 +54,8 @@ class TimeTagger(InputInstrument):
                 super().apply_settings({key: v})
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Delay (ps) and trigger level (V) of every input. Raises ProtocolError on a malformed reply,
+        InstrumentTimeout if the device does not answer."""
         snap: dict[str, dict[str, Any]] = {}
         for ch in self.channels():
             snap[f"delay_ch{ch}"] = value(self.delay(ch), "ps")
@@ -57,14 +66,21 @@ class TimeTagger(InputInstrument):
     def _set_trigger_level(self, channel: int, level_v: float) -> None: ...
 
     @abstractmethod
-    def trigger_level(self, channel: int) -> float: ...
+    def trigger_level(self, channel: int) -> float:
+        """Discriminator level of input ``channel`` in V. Raises ProtocolError on a malformed reply, InstrumentTimeout
+        if the device does not answer."""
 
     @abstractmethod
-    def start_stream(self, channels: list[int] | None = None) -> None: ...
+    def start_stream(self, channels: list[int] | None = None) -> None:
+        """Start streaming the timestamps of ``channels`` (None: all inputs). Raises InstrumentError if not open or
+        the device refuses."""
 
     @abstractmethod
-    def stop_stream(self) -> None: ...
+    def stop_stream(self) -> None:
+        """Stop streaming; nothing happens when not streaming. Raises InstrumentError if the device refuses."""
 
     @abstractmethod
     def read_chunk(self) -> TagChunk:
-        """Tags accumulated since the previous call (empty chunk if none)."""
+        """Tags accumulated since the previous call (empty chunk if none): int64 ps timestamps, 1-based inputs. Raises
+        InstrumentError if not open or the device reports an error, ProtocolError on a corrupt stream,
+        InstrumentTimeout if the device does not answer."""

@@ -9,6 +9,7 @@ from qlab.sim.clock import SimClock
 
 if TYPE_CHECKING:
     from qlab.sim.model import SimLab
+    from qlab.transport.simlink import SimLinkTransport
 
 
 class DeviceSimulator:
@@ -69,3 +70,13 @@ class DeviceSimulator:
 
     def handle(self) -> None:
         raise NotImplementedError
+
+
+def sim_link(driver_cls: type, name: str, device: DeviceSimulator, timeout_s: float) -> SimLinkTransport:
+    """An in-process byte link from a driver of class ``driver_cls`` to ``device``, with the driver's
+    terminations."""
+    from qlab.transport.simlink import SimLinkTransport
+
+    return SimLinkTransport(name, device, timeout_s=timeout_s,
+                            write_termination=getattr(driver_cls, "write_termination", b""),
+                            read_termination=getattr(driver_cls, "read_termination", b"\n"))

@@ -7,13 +7,23 @@ import urllib.parse
 import weakref
 from typing import Any
 
-from qlab.instruments.registry import SIM_MODELS
+from qlab.catalogue import sim_model
 
 _labs: weakref.WeakSet = weakref.WeakSet()
 _lock = threading.Lock()
 
 
+def enable_sim_urls() -> None:
+    """Register the ``qlabsim://`` pyserial URL handler (and so ``ASRLqlabsim://`` VISA resources).
+
+    Called by the simulation side (a simulated lab, the factory building simulated instruments, `qlab sim
+    serve`), so the transports need not know the simulation exists. Idempotent."""
+    import qlab.sim.serial_url  # noqa: F401 - registers on import
+
+
 def register_lab(lab: Any) -> None:
+    """Make ``lab``'s device simulators reachable as ``qlabsim://MODEL/INSTRUMENT``."""
+    enable_sim_urls()
     with _lock:
         _labs.add(lab)
 
@@ -25,18 +35,14 @@ def unregister_lab(lab: Any) -> None:
 
 
 def simulator_class(model: str) -> type:
-    entry = SIM_MODELS.get(model)
-    if entry is None:
-        raise KeyError(f"unknown simulated model {model!r}; known: {sorted(SIM_MODELS)}")
-    cls = entry.load()
-    sim_cls = getattr(cls, "simulator_class", None)
-    if sim_cls is None:
-        raise ValueError(f"{model} has no wire-protocol simulator (it is simulated at the API level)")
-    return sim_cls
+    """The wire-protocol device simulator of a `qlab sim` model id. KeyError for an unknown model,
+    ValueError for a model simulated only at the API level."""
+    return sim_model(model).load_simulator()
 
 
 def device_for_url(url: str) -> Any:
-    """``qlabsim://MODEL[/INSTRUMENT][?axes=0,1]`` -> a device simulator."""
+    """``qlabsim://MODEL[/INSTRUMENT][?axes=0,1]`` -> a device simulator. KeyError if the model or the
+    running instrument is unknown, ValueError if the model has no wire-protocol simulator."""
     parts = urllib.parse.urlsplit(url)
     model = parts.netloc.lower()
     inst = parts.path.strip("/")

@@ -1,4 +1,7 @@
-"""Registers the ``qlabsim://`` pyserial URL handler (imported by the serial and VISA transports)."""
+"""Registers the ``qlabsim://`` pyserial URL handler on import (``qlab.sim.registry.enable_sim_urls``).
+
+pyvisa-py opens ASRL resources through pyserial, so ``ASRLqlabsim://MODEL::INSTR`` works too.
+"""
 
 import serial
 

@@ -20,16 +20,24 @@ from qlab.errors import QlabError
 
 
 def _device(model: str, config: str | None, name: str | None) -> tuple[Any, Any]:
+    """The device simulator of ``model`` (a catalogue `qlab sim` id), coupled to the instrument of that
+    driver in the config (``name`` picks one) or standalone. QlabError for an unknown model or one
+    simulated only at the API level."""
+    from qlab.catalogue import sim_model
     from qlab.config import load_config
-    from qlab.instruments.registry import SIM_MODELS
     from qlab.sim.model import SimLab
-    from qlab.sim.registry import simulator_class
+    from qlab.sim.registry import enable_sim_urls
 
-    sim_cls = simulator_class(model)
+    try:
+        found = sim_model(model)
+        sim_cls = found.load_simulator()
+    except (KeyError, ValueError) as exc:
+        raise QlabError(str(exc.args[0])) from None
+    enable_sim_urls()
     loaded = load_config(config)
     lab = SimLab(loaded, realtime=True)
     candidates = [n for n, i in loaded.config.instruments.items()
-                  if i.driver == SIM_MODELS[model].driver_id and (name is None or n == name)]
+                  if i.driver == found.driver_id and (name is None or n == name)]
     if candidates:
         inst = candidates[0]
         options = {"axes": {k: a.model_dump() for k, a in loaded.config.instruments[inst].axes.items()}}

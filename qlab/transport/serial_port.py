@@ -1,4 +1,5 @@
-"""pyserial transport: real ports, socket:// and the simulators' qlabsim:// URLs."""
+"""pyserial transport: real ports, socket:// and any URL handler registered with pyserial (the simulation
+registers qlabsim:// when a simulated lab or simulated instrument is built)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ from qlab.transport.base import Transport
 class SerialTransport(Transport):
     def __init__(self, name: str, url: str, baudrate: int = 9600, rtscts: bool = False, **kw):
         super().__init__(name, **kw)
-        import qlab.sim.serial_url  # noqa: F401 - registers the qlabsim:// handler
-
         try:
             self.port = serial.serial_for_url(url, baudrate=baudrate, rtscts=rtscts, timeout=0.05)
         except (serial.SerialException, ValueError) as exc:

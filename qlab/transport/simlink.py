@@ -6,12 +6,26 @@ simulated clock instead of the wall clock when the lab runs faster than real tim
 
 from __future__ import annotations
 
-from qlab.sim.device import DeviceSimulator
+from typing import Protocol
+
 from qlab.transport.base import BufferedTransport
 
 
+class ByteDevice(Protocol):
+    """What the link needs of a device simulator (qlab.sim.device.DeviceSimulator provides it; the transport
+    layer does not import the simulation)."""
+
+    def connect(self) -> None: ...
+
+    def receive(self, data: bytes) -> None: ...
+
+    def read_due(self) -> bytes: ...
+
+    def wait_for_output(self, timeout_s: float) -> bool: ...
+
+
 class SimLinkTransport(BufferedTransport):
-    def __init__(self, name: str, device: DeviceSimulator, **kw):
+    def __init__(self, name: str, device: ByteDevice, **kw):
         super().__init__(name, **kw)
         self.device = device
         device.connect()

@@ -11,8 +11,6 @@ class VisaTransport(Transport):
         super().__init__(name, **kw)
         import pyvisa
 
-        import qlab.sim.serial_url  # noqa: F401 - ASRLqlabsim:// resources reach the simulators
-
         try:
             self.rm = pyvisa.ResourceManager(visa_library)
             self.res = self.rm.open_resource(resource)

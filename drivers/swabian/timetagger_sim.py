@@ -1,0 +1,129 @@
+"""Simulated Swabian Time Tagger SDK: the subset of the vendor ``TimeTagger`` module qlab uses, whose
+timestamps come from the simulated lab. The driver runs unchanged on it."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+from qlab.drivers.swabian.timetagger import OVERFLOW_BEGIN, OVERFLOW_END, SwabianTimeTagger
+
+from qlab.types import TagChunk
+
+
+def build_simulated(name: str, sim: Any, limits: Any, cfg: Any, options: dict) -> SwabianTimeTagger:
+    """A Swabian driver on a simulated SDK fed by tagger ``name`` of ``sim``."""
+    sdk = SimulatedSDK(sim, name)
+    sim.device_sims[name] = sdk
+    return SwabianTimeTagger(name, limits=limits, clock=sim.clock, options=options, sdk=sdk)
+
+
+class _SimTagger:
+    def __init__(self, lab: Any, name: str):
+        self.lab, self.name = lab, name
+        st = lab.taggers[name]
+        self.serial = st.p.serial
+        wired = [d.input for d in lab.detectors.values() if d.tagger == name]
+        self.inputs = list(range(1, max([8, *wired]) + 1))
+        self.delays = {c: 0 for c in self.inputs}
+        self.levels = {c: 0.5 for c in self.inputs}
+
+    def getSerial(self) -> str:  # noqa: N802 - vendor API names
+        return self.serial
+
+    def getModel(self) -> str:  # noqa: N802
+        return "Time Tagger Ultra (simulated)"
+
+    def getChannelList(self, edge: int = 1) -> list[int]:  # noqa: N802
+        return list(self.inputs)
+
+    def _check(self, ch: int) -> None:
+        if ch not in self.inputs:
+            raise ValueError(f"invalid channel {ch}")
+
+    def setInputDelay(self, ch: int, delay_ps: int) -> None:  # noqa: N802
+        self._check(ch)
+        self.delays[ch] = int(delay_ps)
+        self.lab.set_tagger_input(self.name, ch, delay_ps=int(delay_ps))
+
+    def getInputDelay(self, ch: int) -> int:  # noqa: N802
+        self._check(ch)
+        return self.delays[ch]
+
+    def setTriggerLevel(self, ch: int, level_v: float) -> None:  # noqa: N802
+        self._check(ch)
+        level = float(np.clip(level_v, -2.5, 2.5))  # the Ultra's input range
+        self.levels[ch] = level
+        self.lab.set_tagger_input(self.name, ch, trigger_v=level)
+
+    def getTriggerLevel(self, ch: int) -> float:  # noqa: N802
+        self._check(ch)
+        return self.levels[ch]
+
+
+class _SimBuffer:
+    def __init__(self, chunk: TagChunk, channels: set[int], all_inputs: set[int]):
+        ts, ch = chunk.timestamps, chunk.channels.astype(np.int32)
+        if not channels >= all_inputs:  # filtering costs a pass over the data; skip it when nothing is excluded
+            keep = np.isin(ch, list(channels))
+            ts, ch = ts[keep], ch[keep]
+        types = np.zeros(ts.size, np.uint8)
+        if len(chunk.gaps):
+            g = chunk.gaps
+            ts = np.concatenate([ts, g[:, 0], g[:, 1]])
+            ch = np.concatenate([ch, np.zeros(2 * len(g), np.int32)])
+            types = np.concatenate([types, np.full(len(g), OVERFLOW_BEGIN, np.uint8),
+                                    np.full(len(g), OVERFLOW_END, np.uint8)])
+            order = np.argsort(ts, kind="stable")
+            ts, ch, types = ts[order], ch[order], types[order]
+        self._ts, self._ch, self._types = ts, ch, types
+        self.size = int(ts.size)
+        self.hasOverflows = bool(len(chunk.gaps))
+        self.tStart, self.tGetData = chunk.t_start_ps, chunk.t_stop_ps
+
+    def getTimestamps(self) -> np.ndarray:  # noqa: N802
+        return self._ts
+
+    def getChannels(self) -> np.ndarray:  # noqa: N802
+        return self._ch
+
+    def getEventTypes(self) -> np.ndarray:  # noqa: N802
+        return self._types
+
+    def getMissedEvents(self) -> np.ndarray:  # noqa: N802
+        return np.zeros(self.size, np.uint16)
+
+
+class _SimStream:
+    def __init__(self, tagger: _SimTagger, n_max: int, channels: list[int]):
+        self.tagger, self.n_max, self.channels = tagger, n_max, set(channels)
+
+    def start(self) -> None:
+        self.tagger.lab.start_stream(self.tagger.name)
+
+    def stop(self) -> None:
+        self.tagger.lab.stop_stream(self.tagger.name)
+
+    def getData(self) -> _SimBuffer:  # noqa: N802
+        return _SimBuffer(self.tagger.lab.read_tags(self.tagger.name), self.channels, set(self.tagger.inputs))
+
+
+class SimulatedSDK:
+    """The subset of the vendor ``TimeTagger`` module qlab uses, fed by the SimLab."""
+
+    model_id = "swabian"
+    ChannelEdge = SimpleNamespace(Rising=1, Falling=2, Both=3)
+
+    def __init__(self, lab: Any, name: str):
+        self.lab, self.name = lab, name
+
+    def createTimeTagger(self, serial: str = "") -> _SimTagger | None:  # noqa: N802
+        tagger = _SimTagger(self.lab, self.name)
+        return tagger if serial in ("", tagger.serial) else None
+
+    def freeTimeTagger(self, tagger: _SimTagger) -> None:  # noqa: N802
+        self.lab.stop_stream(tagger.name)
+
+    def TimeTagStream(self, tagger: _SimTagger, n_max: int, channels: list[int]) -> _SimStream:  # noqa: N802
+        return _SimStream(tagger, n_max, channels)
