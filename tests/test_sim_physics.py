@@ -151,7 +151,7 @@ def test_generation_is_deterministic_for_a_seed(make_lab) -> None:
 def test_dead_time_holds_across_parallel_seams(make_lab, monkeypatch) -> None:
     """Batches are generated as two halves on two cores; at every seam the dead time still holds exactly
     (no jitter here, so tag spacing is true-time spacing) and the saturated rate stays unbiased."""
-    import qlab.sim.model as model
+    from qlab.sim.streaming import TagGenerator
 
     def saturating(cfg):
         ideal_fibres(cfg)
@@ -162,14 +162,14 @@ def test_dead_time_holds_across_parallel_seams(make_lab, monkeypatch) -> None:
                 inst["sim"].update(dead_time_ns=2000.0, jitter_ps=0.0)
 
     seams = []
-    original = model.SimLab._run_kernel
+    original = TagGenerator._run_kernel
 
     def spy(self, state, t_from, *a):
         if t_from > 0 and state is self._state_b:
             seams.append(t_from)
         return original(self, state, t_from, *a)
 
-    monkeypatch.setattr(model.SimLab, "_run_kernel", spy)
+    monkeypatch.setattr(TagGenerator, "_run_kernel", spy)
     lab = make_lab(saturating, seed=17)
     lab["pump"].set_current(0.2)
     lab["pump"].set_output(True)

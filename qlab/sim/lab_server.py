@@ -1,0 +1,260 @@
+"""Serve every device simulator of one simulated lab on loopback, each through its own wire protocol.
+
+A driver then reaches its simulated device exactly as it reaches hardware: serial devices through pyserial's
+``socket://HOST:PORT`` URL, SCPI-over-VISA devices through a ``TCPIP0::HOST::PORT::SOCKET`` resource, the
+DLC pro and Eos on their TCP port (their second port, monitoring line / count stream, on PORT + 1), and the
+ID1000 on ZeroMQ (REQ/REP on PORT, the timestamp PUSH on PORT + 1). Nothing of the simulation is visible to
+the client process's ``Lab``: its instruments' ``backend`` values are the addresses printed here.
+
+Devices simulated only at the API level (vendor-SDK taggers, passive detectors) have no wire and are listed
+in ``LabServer.not_served``. All serving runs in threads of this process; ``stop()`` ends them and closes
+every socket. The served lab must follow the wall clock (``SimLab(..., realtime=True)``): a client on a wire
+cannot advance a simulated clock.
+
+    python -m qlab.sim.lab_server [--config instruments.yaml] [--json]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from qlab.errors import QlabError
+from qlab.sim.model import SimLab
+from qlab.sim.registry import simulator_class
+from qlab.sim.serve import _pump
+
+LOOPBACK = "127.0.0.1"
+START_TIMEOUT_S = 5.0
+JOIN_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class ServedDevice:
+    """Where one instrument's simulator listens. ``backend`` is what instruments.yaml's ``backend:`` says."""
+
+    instrument: str
+    model: str  # simulator model id, e.g. "ell14"
+    protocol: str  # "serial" (socket://), "visa" (TCPIP SOCKET), "tcp", "zmq"
+    port: int  # the control port; devices with a second channel use port + 1
+    backend: str
+
+
+# The driver table moves to the leaf catalogue (qlab.catalogue); only these two functions read it here.
+def _sim_model(driver_id: str) -> str:
+    """The simulator model id of a config driver id (``thorlabs.ell14`` -> ``ell14``)."""
+    from qlab.instruments.registry import DRIVERS
+
+    entry = DRIVERS.get(driver_id)
+    return entry.sim_model if entry is not None else driver_id.rsplit(".", 1)[-1]
+
+
+def _driver_transport_kind(model: str) -> str:
+    """The transport a model's driver opens ("serial", "visa", "tcp", "zmq", ...)."""
+    from qlab.instruments.registry import SIM_MODELS
+
+    return getattr(SIM_MODELS[model].load(), "transport_kind", "none")
+
+
+def _free_port_pair(host: str, attempts: int = 50) -> int:
+    """A port P with P + 1 also free on ``host`` right now (another process may still take them later)."""
+    for _ in range(attempts):
+        with socket.socket() as a, socket.socket() as b:
+            a.bind((host, 0))
+            port = a.getsockname()[1]
+            if port >= 65535:
+                continue
+            try:
+                b.bind((host, port + 1))
+            except OSError:
+                continue
+            return port
+    raise QlabError(f"no two consecutive free TCP ports on {host} after {attempts} attempts")
+
+
+def _wait_listening(host: str, port: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+class LabServer:
+    """Serves the wire-protocol device simulators of ``sim`` on ``host`` (loopback by default).
+
+    ``ports`` fixes the control port of named instruments; every other one gets an ephemeral port.
+    ``start()`` returns {instrument: ServedDevice}; raises QlabError when the lab is not real-time or a
+    server cannot start within START_TIMEOUT_S.
+    """
+
+    def __init__(self, sim: SimLab, host: str = LOOPBACK, ports: dict[str, int] | None = None):
+        if not sim.clock.realtime:
+            raise QlabError("a served simulated lab must follow the wall clock: build it with realtime=True")
+        self.sim = sim
+        self.host = host
+        self.ports = dict(ports or {})
+        self.devices: dict[str, ServedDevice] = {}
+        self.not_served: dict[str, str] = {}  # instrument -> why it has no wire
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._sockets: list[socket.socket] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    def start(self) -> dict[str, ServedDevice]:
+        try:
+            for name, cfg in self.sim.loaded.config.instruments.items():
+                model = _sim_model(cfg.driver)
+                try:
+                    sim_cls = simulator_class(model)
+                except (KeyError, ValueError) as exc:
+                    self.not_served[name] = str(exc).strip("'\"")
+                    continue
+                device = self.sim.device_sims.get(name)
+                if device is None:
+                    options = {"axes": {k: a.model_dump() for k, a in cfg.axes.items()}, "backend": "sim",
+                               "address": cfg.address}
+                    device = sim_cls(self.sim, name, options)
+                    self.sim.device_sims[name] = device
+                self.devices[name] = self._serve(name, model, device)
+        except BaseException:
+            self.stop()
+            raise
+        return dict(self.devices)
+
+    def stop(self) -> None:
+        """Stop every server thread and close every socket (idempotent)."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(JOIN_TIMEOUT_S)
+        for s in self._sockets:
+            with contextlib.suppress(OSError):
+                s.close()
+        self._threads, self._sockets = [], []
+
+    def __enter__(self) -> LabServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- reporting ---------------------------------------------------------------------------------------------
+    def backends(self) -> dict[str, str]:
+        """instrument -> the ``backend`` value a client config uses."""
+        return {n: d.backend for n, d in self.devices.items()}
+
+    def describe(self) -> str:
+        lines = [f"{d.instrument:<20} {d.model:<10} {d.protocol:<7} {d.backend}" for d in self.devices.values()]
+        lines += [f"{n:<20} (not served: {why})" for n, why in self.not_served.items()]
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps({"devices": {n: asdict(d) for n, d in self.devices.items()},
+                           "not_served": self.not_served}, indent=2)
+
+    # -- serving -----------------------------------------------------------------------------------------------
+    def _thread(self, target: Any, *args: Any, name: str) -> threading.Thread:
+        t = threading.Thread(target=target, args=args, name=f"labserver-{name}", daemon=True)
+        self._threads.append(t)
+        t.start()
+        return t
+
+    def _serve(self, name: str, model: str, device: Any) -> ServedDevice:
+        own_server = getattr(device, "serve_tcp", None)  # message-framed (ZeroMQ) devices bind their own sockets
+        if own_server is not None:
+            return self._serve_own(name, model, own_server)
+        second = getattr(device, "serve_second_port", None)
+        port = self.ports.get(name) or (_free_port_pair(self.host) if second is not None else 0)
+        srv = socket.create_server((self.host, port))
+        srv.settimeout(0.2)
+        self._sockets.append(srv)
+        port = srv.getsockname()[1]
+        self._thread(self._accept, device, srv, name=name)
+        if second is not None:  # DLC pro monitoring line, Eos counts: PORT + 1
+            self._thread(second, port + 1, self._stop, name=f"{name}-2")
+            if not _wait_listening(self.host, port + 1, START_TIMEOUT_S):
+                raise QlabError(f"{name}: second port {port + 1} did not start listening")
+        kind = _driver_transport_kind(model)
+        if kind == "serial":
+            return ServedDevice(name, model, "serial", port, f"socket://{self.host}:{port}")
+        if kind == "visa":
+            return ServedDevice(name, model, "visa", port, f"TCPIP0::{self.host}::{port}::SOCKET")
+        return ServedDevice(name, model, "tcp", port, f"{self.host}:{port}")
+
+    def _serve_own(self, name: str, model: str, serve_tcp: Any) -> ServedDevice:
+        errors: list[BaseException] = []
+        for _ in range(3):  # an ephemeral pair may be taken between probing and binding: try another
+            port = self.ports.get(name) or _free_port_pair(self.host)
+            ready = threading.Event()
+
+            def run(p: int = port, r: threading.Event = ready) -> None:
+                try:
+                    serve_tcp(p, self._stop, r)
+                except Exception as exc:  # noqa: BLE001 - reported to start() below
+                    errors.append(exc)
+                    r.set()
+
+            n_errors = len(errors)
+            self._thread(run, name=name)
+            if not ready.wait(START_TIMEOUT_S):
+                raise QlabError(f"{name}: ZeroMQ server on port {port} did not start")
+            if len(errors) == n_errors:
+                return ServedDevice(name, model, "zmq", port, f"{self.host}:{port}")
+        raise QlabError(f"{name}: could not bind its ZeroMQ ports: {errors[-1]}")
+
+    def _accept(self, device: Any, srv: socket.socket) -> None:
+        """One client at a time, like the serial port or the single control connection of the real device."""
+        while not self._stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.settimeout(0.005)
+
+            def read_sock(c: socket.socket = conn) -> bytes | None:
+                try:
+                    data = c.recv(4096)
+                except TimeoutError:
+                    return b""
+                except OSError:
+                    return None
+                return data if data else None
+
+            with conn:
+                device.read_due()  # nothing queued for an earlier client reaches this one
+                device.connect()
+                with contextlib.suppress(OSError):  # the client went away mid-reply
+                    _pump(device, read_sock, conn.sendall, self._stop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from qlab.config import load_config
+
+    ap = argparse.ArgumentParser(prog="python -m qlab.sim.lab_server", description=__doc__.split("\n")[0])
+    ap.add_argument("--config", help="instruments.yaml of the simulated lab (default: the built-in lab)")
+    ap.add_argument("--json", action="store_true", help="print the addresses as JSON")
+    args = ap.parse_args(argv)
+    server = LabServer(SimLab(load_config(args.config), realtime=True))
+    with server:
+        print(server.to_json() if args.json else server.describe(), flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
