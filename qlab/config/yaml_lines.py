@@ -14,15 +14,17 @@ KeyPath = tuple[str | int, ...]
 
 MAX_CONFIG_BYTES = 1 << 20  # a lab description is a few kB; anything near this is not one
 MAX_NESTING = 32  # instruments.yaml nests 5 deep; deep nesting would exhaust the parser's recursion
+# Aliases are allowed (yaml.dump writes them for repeated objects) but their expansion is bounded, so a
+# "billion laughs" file stops after this many values instead of exhausting memory.
+MAX_VALUES = 200_000
 
 
 def load_yaml_with_lines(text: str, source: str) -> tuple[Any, dict[KeyPath, int]]:
     """Parse YAML text. Returns (data, lines) where ``lines`` maps key paths to 1-based line numbers.
 
-    Raises ConfigError naming ``source`` and the line for syntax errors, anchors, aliases and merge keys
-    (refused: a lab description has no use for them and they allow exponential "billion laughs" files),
-    nesting deeper than MAX_NESTING, non-scalar or duplicate keys (``1`` and ``'1'`` are the same key),
-    and numbers that are not finite (``.nan``, ``.inf``).
+    Raises ConfigError naming ``source`` and the line for syntax errors, merge keys (refused), alias
+    expansion past MAX_VALUES values, nesting deeper than MAX_NESTING, non-scalar or duplicate keys
+    (``1`` and ``'1'`` are the same key), and numbers that are not finite (``.nan``, ``.inf``).
     """
     lines: dict[KeyPath, int] = {}
     problems: list[tuple[int | None, str, str]] = []
@@ -31,7 +33,7 @@ def load_yaml_with_lines(text: str, source: str) -> tuple[Any, dict[KeyPath, int
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         if node is None:
             return {}, lines
-        data = _build(node, (), lines, yaml.SafeLoader(""), problems)
+        data = _build(node, (), lines, yaml.SafeLoader(""), problems, [0], source)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -47,12 +49,6 @@ def _check_events(text: str, source: str) -> None:
     depth = 0
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
         line = event.start_mark.line + 1
-        if isinstance(event, yaml.AliasEvent):
-            raise ConfigError(source, [(line, "", f"YAML alias *{event.anchor} is not allowed in a lab "
-                                                  "description; write the value out")])
-        anchor = getattr(event, "anchor", None)
-        if anchor is not None:
-            raise ConfigError(source, [(line, "", f"YAML anchor &{anchor} is not allowed in a lab description")])
         if isinstance(event, yaml.ScalarEvent) and event.value == "<<" and event.style is None:
             raise ConfigError(source, [(line, "", "YAML merge keys (<<) are not allowed in a lab description")])
         if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
@@ -64,8 +60,12 @@ def _check_events(text: str, source: str) -> None:
 
 
 def _build(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], constructor: yaml.SafeLoader,
-           problems: list) -> Any:
+           problems: list, count: list[int], source: str) -> Any:
     lines.setdefault(path, node.start_mark.line + 1)
+    count[0] += 1
+    if count[0] > MAX_VALUES:
+        raise ConfigError(source, [(node.start_mark.line + 1, format_path(path),
+                                    f"the file expands to more than {MAX_VALUES} values (YAML aliases)")])
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         seen: set[str] = set()
@@ -82,10 +82,11 @@ def _build(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], constructo
                 problems.append((key_node.start_mark.line + 1, format_path(child), "duplicate key"))
             seen.add(str(key))
             lines[child] = key_node.start_mark.line + 1
-            out[key] = _build(value_node, child, lines, constructor, problems)
+            out[key] = _build(value_node, child, lines, constructor, problems, count, source)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*path, i), lines, constructor, problems) for i, item in enumerate(node.value)]
+        return [_build(item, (*path, i), lines, constructor, problems, count, source)
+                for i, item in enumerate(node.value)]
     value = constructor.construct_object(node, deep=True)
     if isinstance(value, float) and not math.isfinite(value):
         problems.append((node.start_mark.line + 1, format_path(path), f"{node.value} is not a finite number"))

@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from qlab.catalogue import DRIVERS, SIM_MODELS
 from qlab.errors import QlabError
 from qlab.sim.model import SimLab
 from qlab.sim.registry import simulator_class
@@ -45,19 +46,14 @@ class ServedDevice:
     backend: str
 
 
-# The driver table moves to the leaf catalogue (qlab.catalogue); only these two functions read it here.
 def _sim_model(driver_id: str) -> str:
     """The simulator model id of a config driver id (``thorlabs.ell14`` -> ``ell14``)."""
-    from qlab.instruments.registry import DRIVERS
-
     entry = DRIVERS.get(driver_id)
     return entry.sim_model if entry is not None else driver_id.rsplit(".", 1)[-1]
 
 
 def _driver_transport_kind(model: str) -> str:
     """The transport a model's driver opens ("serial", "visa", "tcp", "zmq", ...)."""
-    from qlab.instruments.registry import SIM_MODELS
-
     return getattr(SIM_MODELS[model].load(), "transport_kind", "none")
 
 
