@@ -67,3 +67,14 @@ def simulated_transport(cls: type, name: str, device: Any, timeout_s: float) -> 
     return SimLinkTransport(name, device, timeout_s=timeout_s,
                             write_termination=getattr(cls, "write_termination", b""),
                             read_termination=getattr(cls, "read_termination", b"\n"))
+
+
+def create_simulation(loaded: Any, realtime: bool | None = None, seed: int | None = None) -> Any:
+    """The simulation behind a config's ``backend: sim`` instruments, as a ``qlab.sim.session.SimulationSession``
+    (its ``lab`` is the SimLab that ``create_instrument`` couples simulators to), or None when no instrument
+    is simulated. ``realtime``/``seed`` override the config's simulation section."""
+    if not any(i.backend == "sim" for i in loaded.config.instruments.values()):
+        return None
+    from qlab.sim.session import SimulationSession
+
+    return SimulationSession(loaded, realtime=realtime, seed=seed)
