@@ -5,7 +5,7 @@ stream under her 128-bit secret QRNG key, so her party recomputes the choices of
 without storing every pulse (``alice_choices``). Bob assigns each click to a pulse slot after removing his
 inputs' delays, squashing multi-clicks (``pulse_slots``). ``DecoySource`` holds the transmitter's
 parameters both halves agree on; the physical transmission lives with the transmitter (on the simulated
-lab, ``qlab.sim.wcp``).
+lab, the weak-coherent model of the simulation package).
 """
 
 from __future__ import annotations
