@@ -109,7 +109,7 @@ def test_flipped_bit_in_any_message_aborts(make_lab, frame_index: int) -> None:
         b[len(b) // 2] ^= 0x10
         return bytes(b)
 
-    from qlab.procedures import qkd as qkd_mod
+    from qlab.qkd import pipeline as qkd_mod
 
     original = qkd_mod.run_in_process
     try:
