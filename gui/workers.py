@@ -119,7 +119,7 @@ class AcquisitionWorker:
                     handle.call("start_stream", timeout=10)
                     handle.call("read_chunk", timeout=10)  # discard what accumulated while paused
                     started = True
-                self.lab.sim.clock.sleep(self.poll_s) if self.lab.sim is not None else time.sleep(self.poll_s)
+                self.lab.clock.sleep(self.poll_s)
                 current = pending
                 pending = handle.submit("read_chunk")
                 if current is not None:

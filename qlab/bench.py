@@ -78,10 +78,10 @@ def bench_coincidence(quick: bool) -> dict[str, float]:
 def bench_simulator(quick: bool) -> dict[str, float]:
     """Tag generation of the simulated lab (physics through sorted per-tagger streams), 8-detector BBM92."""
     from qlab.config import load_config
-    from qlab.sim.model import SimLab
+    from qlab.instruments.factory import create_simulation
 
     seconds = 1.0 if quick else 3.0
-    sim = SimLab(load_config(None), realtime=False, seed=3)
+    sim = create_simulation(load_config(None), realtime=False, seed=3).lab
     sim.set_laser("pump", on=True, current_a=0.2)
     sim.start_stream("tagger")
     sim.clock.sleep(0.05)

@@ -91,9 +91,22 @@ def _run_procedure(args: argparse.Namespace, name: str, values: dict[str, Any]) 
         emit_json({"procedure": name, **results})
     else:
         print(f"{proc.title}\n{proc.summary(results)}")
+        bound = _simulated_plob_bps(name, results.get("simulation_truth", {}))
+        if bound is not None:
+            print(f"simulated channel's PLOB bound (simulation truth, not measured): {bound:.0f} bit/s")
         if "run_file" in results:
             print(f"run file: {results['run_file']}")
     return 0
+
+
+def _simulated_plob_bps(procedure: str, truth: dict[str, Any]) -> float | None:
+    """The repeaterless bound of the simulated channel a QKD run used (bit/s), from the run's simulation
+    truth; None for other procedures or on hardware."""
+    if procedure not in ("qkd", "demo") or not truth:
+        return None
+    if "bb84_transmitter" in truth:
+        return truth["bb84_transmitter"]["plob_bound_bps"]
+    return truth.get("bbm92_plob_bound_bps")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

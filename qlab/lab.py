@@ -16,8 +16,9 @@ from typing import Any
 
 from qlab.calibration import CalibrationStore
 from qlab.config.loader import LoadedConfig, builtin_config_path, load_config
-from qlab.errors import InstrumentError
-from qlab.instruments.factory import create_instrument
+from qlab.errors import InstrumentError, QlabError
+from qlab.instruments.clock import Clock, WallClock
+from qlab.instruments.factory import create_instrument, create_simulation
 from qlab.instruments.handle import InstrumentHandle
 
 log = logging.getLogger(__name__)
@@ -29,11 +30,12 @@ class Lab:
         self.loaded = loaded
         self.config = loaded.config
         self.apply_calibrations = apply_calibrations
-        self.sim = None
-        if any(i.backend == "sim" for i in self.config.instruments.values()):
-            from qlab.sim.model import SimLab
-
-            self.sim = SimLab(loaded, realtime=realtime, seed=seed)
+        # The simulation behind `backend: sim` instruments (None on hardware). `sim` stays for tests, the
+        # simulation's side; procedures, analysis and the GUI use only `clock`, `simulation_report` and
+        # `simulation_service`.
+        self._simulation = create_simulation(loaded, realtime=realtime, seed=seed)
+        self.sim = self._simulation.lab if self._simulation is not None else None
+        self._wall_clock = WallClock()
         self.handles: dict[str, InstrumentHandle] = {}
         self.faults: list[dict[str, Any]] = []
         self.fault_listeners: list[Callable[[dict[str, Any]], None]] = []
@@ -44,6 +46,29 @@ class Lab:
     @classmethod
     def from_config(cls, path: str | Path | None = None, **kw: Any) -> Lab:
         return cls(load_config(path), **kw)
+
+    # -- the simulation, through its narrow interface ----------------------------------------------------
+    @property
+    def simulated(self) -> bool:
+        return self._simulation is not None
+
+    @property
+    def clock(self) -> Clock:
+        """The clock instruments wait on: the simulation's when the lab is simulated, else the wall clock."""
+        return self._simulation.clock if self._simulation is not None else self._wall_clock
+
+    def simulation_report(self) -> dict[str, Any]:
+        """Figures only the simulation knows (e.g. the channel's PLOB bound), labelled as simulation truth;
+        {} on hardware."""
+        return self._simulation.report() if self._simulation is not None else {}
+
+    def simulation_service(self, name: str) -> Any:
+        """Simulation-only equipment without a driver (``bb84_transmitter``). Raises QlabError on hardware
+        or for an unknown name."""
+        if self._simulation is None:
+            raise QlabError(f"{name!r} exists only in the simulated lab (backend: sim); this lab has no "
+                            "simulated instruments")
+        return self._simulation.service(name)
 
     # -- where results go ----------------------------------------------------------------------------------
     @property
@@ -105,10 +130,8 @@ class Lab:
             except Exception as exc:  # noqa: BLE001 - keep closing the others
                 log.error("%s: close failed: %s", name, exc)
             h.stop()
-        if self.sim is not None:
-            from qlab.sim.registry import unregister_lab
-
-            unregister_lab(self.sim)
+        if self._simulation is not None:
+            self._simulation.close()
         atexit.unregister(self.close)
 
     def __enter__(self) -> Lab:

@@ -155,6 +155,7 @@ def test_k10cr1_and_mpc320_drive_the_simulated_optics(make_lab) -> None:
             axes={"p1": {"address": 1, "plate": "quarter"}, "p2": {"address": 2, "plate": "half"},
                   "p3": {"address": 4, "plate": "quarter"}})
     lab = make_lab(cfg, seed=51)
+    lab["pump"].set_output(True)  # on before the run, so the run restores it on for the measurements after
     r = RunEngine(lab).run(PolarizationProcedure(), record=False)
     assert min(r["visibility_after"]["HV"], r["visibility_after"]["DA"]) > 0.95 * 0.98
     roles = {k: ch for k, (_, ch) in lab.roles().items()}

@@ -48,7 +48,7 @@ def test_run_qkd_bb84_json(tmp_path: Path) -> None:
     assert set(out["qber"]) == {"Z", "X"} and all(0 < v < 0.11 for v in out["qber"].values())
     for key in ("sifted_bits", "secret_key_rate_bps", "ec_efficiency"):
         assert out[key] > 0
-    assert out["secret_key_rate_bps"] < out["plob_bound_bps"]
+    assert out["secret_key_rate_bps"] < out["simulation_truth"]["bb84_transmitter"]["plob_bound_bps"]
 
 
 def test_gui_command_opens_and_quits(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ def _roles(lab) -> dict[str, int]:
 
 
 def _calibrated(lab):
+    lab["pump"].set_output(True)  # on before the run, so the run restores it on for the measurements after
     RunEngine(lab).run(DelaysProcedure(), record=False)
     return lab
 

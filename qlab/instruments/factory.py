@@ -81,3 +81,14 @@ def _create_simulated(name: str, cfg: InstrumentConfig, sim: SimLab, limits: Lim
     sim.device_sims[name] = device
     return cls(name, transport=sim_link(cls, name, device, cfg.timeout_s), limits=limits, clock=sim.clock,
                options=options)
+
+
+def create_simulation(loaded: Any, realtime: bool | None = None, seed: int | None = None) -> Any:
+    """The simulation behind a config's ``backend: sim`` instruments, as a ``qlab.sim.session.SimulationSession``
+    (its ``lab`` is the SimLab that ``create_instrument`` couples simulators to), or None when no instrument
+    is simulated. ``realtime``/``seed`` override the config's simulation section."""
+    if not any(i.backend == "sim" for i in loaded.config.instruments.values()):
+        return None
+    from qlab.sim.session import SimulationSession
+
+    return SimulationSession(loaded, realtime=realtime, seed=seed)

@@ -1,5 +1,8 @@
 """`chsh`: set the analyzers to the four CHSH setting pairs through the polarization controllers,
-integrate, and report S ± σ raw and accidental-subtracted side by side."""
+integrate, and report S ± σ raw and accidental-subtracted side by side.
+
+Restores: the analyzer angles and the laser state it found, also on an error or abort.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from typing import Any
 from qlab.analysis.bell import CHSH_ANGLES_DEG, CHSH_SETTINGS, Counts4, chsh
 from qlab.procedures.engine import Param, Procedure, RunContext
 from qlab.procedures.measure import Measurement, light_on
+from qlab.procedures.restore import restoring
 from qlab.procedures.visibility import measure_visibilities, set_analyzers
 
 
@@ -25,6 +29,10 @@ class ChshProcedure(Procedure):
     }
 
     def execute(self, ctx: RunContext) -> dict[str, Any]:
+        with restoring(ctx.lab):
+            return self._measure(ctx)
+
+    def _measure(self, ctx: RunContext) -> dict[str, Any]:
         from qlab.procedures.measure import integrate
 
         lab = ctx.lab

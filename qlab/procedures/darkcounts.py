@@ -1,4 +1,8 @@
-"""`darkcounts`: switch the lasers off through their instruments and measure each detector's dark rate."""
+"""`darkcounts`: switch the lasers off through their instruments and measure each detector's dark rate.
+
+Restores: the laser state it found after a clean finish (lasers that were on go back on); on an error or
+abort the lasers stay off. Moves no optics.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 
 from qlab.procedures.engine import Param, Procedure, RunContext
 from qlab.procedures.measure import integrate, light_off, role_channels
+from qlab.procedures.restore import restoring
 
 
 class DarkCountsProcedure(Procedure):
@@ -15,9 +20,10 @@ class DarkCountsProcedure(Procedure):
     params = {"integration_s": Param(2.0, "s", "integration time", 0.01, 3600)}
 
     def execute(self, ctx: RunContext) -> dict[str, Any]:
-        light_off(ctx.lab)
-        ctx.progress(0.1, "integrating in the dark")
-        m = integrate(ctx, self.integration_s)
+        with restoring(ctx.lab, stages=()):
+            light_off(ctx.lab)
+            ctx.progress(0.1, "integrating in the dark")
+            m = integrate(ctx, self.integration_s)
         roles = role_channels(ctx.lab)
         t = m.result.exposure_s
         rates = {role: m.result.single(ch) / t for role, ch in roles.items()}

@@ -2,6 +2,9 @@
 
 The measured delays are stored as a new versioned calibration record (never by editing the config);
 the lab applies the latest record whenever it opens.
+
+Keeps: the tagger input delays it applies (its purpose; with ``apply`` false it puts the old ones back).
+Restores: the laser state it found, also on an error or abort.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from typing import Any
 
 from qlab.procedures.engine import Param, Procedure, RunContext
 from qlab.procedures.measure import integrate, light_on, role_channels, single_tagger
+from qlab.procedures.restore import restoring
 from qlab.stream.delays import find_delays
 
 
@@ -23,6 +27,10 @@ class DelaysProcedure(Procedure):
     }
 
     def execute(self, ctx: RunContext) -> dict[str, Any]:
+        with restoring(ctx.lab, stages=()):
+            return self._calibrate(ctx)
+
+    def _calibrate(self, ctx: RunContext) -> dict[str, Any]:
         lab = ctx.lab
         tagger = single_tagger(lab)
         roles = role_channels(lab)

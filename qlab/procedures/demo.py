@@ -1,5 +1,9 @@
 """`demo`: the main job on the simulated lab — delays, polarization compensation, CHSH, BBM92 QKD — in one
-run file."""
+run file.
+
+Restores as its steps do: the delays and compensator calibrations stay applied; analyzer angles and the
+laser state are put back after each measurement step.
+"""
 
 from __future__ import annotations
 
@@ -46,6 +50,10 @@ class _SubProgress(RunContext):
         super().__init__(parent.lab, parent.runfile, parent._progress, parent.abort_event)
         self._slice = (index / count, 1 / count)
         self._name = name
+        self._parent = parent
+
+    def note_acquisition(self) -> None:
+        self._parent.note_acquisition()
 
     def progress(self, fraction: float, message: str = "") -> None:
         self.check_abort()

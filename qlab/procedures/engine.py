@@ -3,7 +3,9 @@
 Scripts, the CLI and the GUI all run procedures through ``RunEngine.run``. The engine opens the run
 file, records the settings of every instrument at start and at the end, hands a RunContext to the
 procedure, and whatever happens (success, abort, fault) leaves instruments safe and the file closed
-and readable. Only a clean finish marks the run file complete.
+and readable. Only a clean finish marks the run file complete. On a simulated lab the engine also records
+what only the simulation knows (``Lab.simulation_report``, e.g. the channel's PLOB bound) under
+``simulation_truth``, taken at the procedure's last acquisition, and returns it under the same key.
 """
 
 from __future__ import annotations
@@ -66,6 +68,12 @@ class RunContext:
         self.runfile = runfile
         self._progress = progress
         self.abort_event = abort_event
+        self.simulation_truth: dict[str, Any] = {}
+
+    def note_acquisition(self) -> None:
+        """Data is being taken now: the engine records the simulation's truth as it is at this moment (the
+        light is on; a procedure may switch it off before it ends). Nothing on hardware."""
+        self.simulation_truth = self.lab.simulation_report()
 
     def progress(self, fraction: float, message: str = "") -> None:
         self.check_abort()
@@ -147,10 +155,15 @@ class RunEngine:
         try:
             ctx.record_settings()
             results = procedure.execute(ctx)
+            truth = ctx.simulation_truth or self.lab.simulation_report()
             if runfile is not None:
+                if truth:  # before the procedure's own results, which stay the file's last entry
+                    runfile.add_result("simulation_truth", truth)
                 runfile.add_result(procedure.name, results)
                 ctx.record_settings()
                 results = {**results, "run_file": str(runfile.path)}
+            if truth:
+                results = {**results, "simulation_truth": truth}
             ok = True
             if self.progress:
                 self.progress(1.0, f"{procedure.name} done")

@@ -58,6 +58,7 @@ def integrate(ctx: RunContext, duration_s: float, keep_events: bool = False,
     lab = ctx.lab
     tagger = single_tagger(lab)
     chunk = lab[tagger].acquire(duration_s)
+    ctx.note_acquisition()
     if ctx.runfile is not None:
         ctx.runfile.append_tags(chunk, tagger)
     roles = role_channels(lab)

@@ -6,6 +6,9 @@ its angle θ with harmonics up to 4θ, so each plate in turn is measured at 8 an
 [1, cos 2θ, sin 2θ, cos 4θ, sin 4θ] is fitted, and the plate goes to the fitted maximum (coordinate
 ascent with exact one-dimensional steps). The fit averages the counting noise and the number of moves is
 fixed. The best positions become a versioned calibration record that the lab applies when it opens.
+
+Keeps: the compensator angles it finds (its purpose). Restores: the analyzer angles and the laser state it
+found, also on an error or abort.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from qlab.errors import QlabError
 from qlab.optics import axis_retardance
 from qlab.procedures.engine import Param, Procedure, RunContext
 from qlab.procedures.measure import light_on
+from qlab.procedures.restore import restoring
 from qlab.procedures.visibility import measure_visibilities
 
 SAMPLES_PER_SWEEP = 8
@@ -40,6 +44,10 @@ class PolarizationProcedure(Procedure):
     }
 
     def execute(self, ctx: RunContext) -> dict[str, Any]:
+        with restoring(ctx.lab, stages=("analyzer",)):
+            return self._compensate(ctx)
+
+    def _compensate(self, ctx: RunContext) -> dict[str, Any]:
         lab = ctx.lab
         comps = [n for p in ("bob", "alice") for n in lab.controllers(p, "compensator")]
         if not comps:

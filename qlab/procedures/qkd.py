@@ -2,67 +2,74 @@
 lab's weak-coherent transmitter; both parties in this process.
 
 Keys go to owner-only key stores under the data directory, never to the run file or the log; the run file
-keeps statistics (QBER, lengths, leaked bits, ε, rates).
+keeps statistics (QBER, lengths, leaked bits, ε, rates). The channel's PLOB bound is simulation truth: the
+run engine records it under ``simulation_truth``, not in these results.
+
+Restores: BBM92 puts the analyzer angles and the laser state back after acquiring; BB84 moves nothing (its
+transmitter exists only in the simulated lab and is reached through ``lab.simulation_service``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from typing import Any
 
 import numpy as np
 
 from qlab.errors import QlabError
+from qlab.lab import Lab
 from qlab.procedures.engine import Param, Procedure, RunContext
 from qlab.procedures.measure import integrate, light_on
+from qlab.procedures.restore import restoring
 from qlab.procedures.visibility import set_analyzers
-from qlab.qkd.bb84 import Bb84Alice, Bb84Bob
-from qlab.qkd.bbm92 import QkdParams, run_parties
-from qlab.qkd.finite_key import plob_bound
+from qlab.qkd.bbm92 import QkdParams
+from qlab.qkd.decoy_bb84 import PORT_BASIS_BIT, DecoySource, alice_choices, pulse_slots
 from qlab.qkd.keystore import KeyStore
-from qlab.qkd.pipeline import block_stats, distill
-from qlab.sim.wcp import DecoySource, WeakCoherentBB84, alice_choices, pulse_slots
+from qlab.qkd.pipeline import distill, distill_bb84
 
 
-def distill_bb84(sim: Any, source: DecoySource, duration_s: float, params: QkdParams,
-                 auth_key: bytes | None = None, private_seed: int | None = None,
-                 ) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
-    """Decoy BB84 over ``duration_s`` of pulses on the simulated lab: Bob's tags from the weak-coherent
-    transmitter model, slotted to pulses; Alice recomputes her choices from her transmitter's key.
+def bob_receiver(lab: Lab) -> tuple[dict[int, str], dict[int, int], float]:
+    """Bob's BB84 receiver from the lab config: (tagger input -> port H/V/D/A, tagger input -> cable delay ps,
+    largest detector jitter ps). Delays and jitter are the detector entries' ``cable_delay_ps`` and
+    ``jitter_ps``: the delays calibration measures skews against Alice's reference detector, not against
+    the transmitter's pulse clock, so it cannot place Bob's clicks in pulse slots."""
+    ports: dict[int, str] = {}
+    delays: dict[int, int] = {}
+    jitter = 0.0
+    for name, inst in lab.config.instruments.items():
+        if inst.channel is None or not inst.channel.role.startswith("bob."):
+            continue
+        port = inst.channel.role.split(".", 1)[1]
+        if port in PORT_BASIS_BIT:
+            params = lab.loaded.sim_params.get(name)
+            ports[inst.channel.input] = port
+            delays[inst.channel.input] = int(getattr(params, "cable_delay_ps", 0))
+            jitter = max(jitter, float(getattr(params, "jitter_ps", 0.0)))
+    return ports, delays, jitter
+
+
+def run_bb84(lab: Lab, source: DecoySource, duration_s: float, params: QkdParams,
+             auth_key: bytes | None = None, private_seed: int | None = None,
+             ) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
+    """Decoy BB84 over ``duration_s`` s of pulses from the lab's decoy-state transmitter (which exists only
+    in the simulated lab: ``lab.simulation_service("bb84_transmitter")``): Bob's tags slotted to pulses,
+    Alice's choices recomputed from her transmitter's QRNG key, then ``distill_bb84``.
 
     The private randomness (Alice's QRNG key, the channel, Bob's squashing coins) is fresh from the OS
-    unless ``private_seed`` is given, which tests do to be reproducible; ``params.seed`` is public."""
-    private = np.random.SeedSequence(private_seed)
-    alice_seq, channel_seq, bob_seq = private.spawn(3)
-    alice_key = int.from_bytes(alice_seq.generate_state(4, np.uint32).tobytes(), "little")  # 128 bits
-    bob = {d.input: d for d in sim.detectors.values() if d.party == "bob" and d.port in "HVDA"}
-    jitter = max((d.p.jitter_ps for d in bob.values()), default=0.0)
+    unless ``private_seed`` is given, which tests do to be reproducible; ``params.seed`` is public.
+    Raises QlabError on hardware, without Bob's four detectors, or when the pulse period is too short for
+    the detector jitter."""
+    transmitter = lab.simulation_service("bb84_transmitter")
+    ports, delays, jitter = bob_receiver(lab)
     if source.period_ps < 10 * jitter:
         raise QlabError(f"pulse period {source.period_ps} ps is too short for {jitter:.0f} ps detector jitter "
                         "to assign clicks to pulses; lower rep_rate_hz")
-    tx = WeakCoherentBB84(sim, source, alice_key, seed=channel_seq)
-    chunk, _, n_pulses = tx.transmit(duration_s)
-    ports = {i: d.port for i, d in bob.items()}
-    delays = {i: int(d.p.cable_delay_ps) for i, d in bob.items()}  # what a delay calibration would find
+    private = np.random.SeedSequence(private_seed)
+    alice_seq, channel_seq, bob_seq = private.spawn(3)
+    alice_key = int.from_bytes(alice_seq.generate_state(4, np.uint32).tobytes(), "little")  # 128 bits
+    chunk, _, n_pulses = transmitter.transmit(source, alice_key, duration_s, seed=channel_seq)
     index, basis, bit = pulse_slots(chunk, ports, delays, source.period_ps, np.random.default_rng(bob_seq))
-    p = dataclasses.replace(params, sample_fraction=0.0)  # QBER_Z comes from Cascade; no Z sample
-    alice, bob = run_parties(
-        lambda ch: Bb84Alice(lambda idx: alice_choices(alice_key, source, idx), source.intensities,
-                             source.probabilities, ch, p),
-        lambda ch: Bb84Bob(index, basis, bit, ch, p), auth_key or os.urandom(32))
-    stats = block_stats("bb84", alice, bob, params, duration_s)
-    b = alice.bounds
-    eta = sim.fibre_transmission["bob"]
-    stats.update({"pulses": n_pulses, "clicks": int(index.size), "intensities": list(source.intensities),
-                  "probabilities": list(source.probabilities), "rep_rate_hz": source.rep_rate_hz,
-                  "decoy": None if b is None else {"s_z0": b.s_z0, "s_z1": b.s_z1, "s_x1": b.s_x1,
-                                                   "v_x1": b.v_x1, "phi_z": b.phi_z,
-                                                   "n_z": list(alice.counts.n_z), "n_x": list(alice.counts.n_x),
-                                                   "m_x": list(alice.counts.m_x)},
-                  "secret_bits_per_pulse": stats["secret_bits"] / n_pulses if n_pulses else 0.0,
-                  "plob_bits_per_pulse": plob_bound(eta), "plob_bound_bps": plob_bound(eta) * source.rep_rate_hz})
-    return stats, (None if stats["aborted"] else alice.key), (None if stats["aborted"] else bob.key)
+    return distill_bb84(index, basis, bit, lambda idx: alice_choices(alice_key, source, idx), source, n_pulses,
+                        params, duration_s, auth_key)
 
 
 class QkdProcedure(Procedure):
@@ -88,22 +95,21 @@ class QkdProcedure(Procedure):
         if self.protocol != "bbm92":
             raise QlabError(f"unknown protocol {self.protocol!r}; expected bbm92 or bb84")
         lab = ctx.lab
-        light_on(lab)
-        set_analyzers(lab, 0.0, 0.0)
-        ctx.progress(0.05, "acquiring")
-        m = integrate(ctx, self.integration_s)
+        with restoring(lab):
+            light_on(lab)
+            set_analyzers(lab, 0.0, 0.0)
+            ctx.progress(0.05, "acquiring")
+            m = integrate(ctx, self.integration_s)
         ctx.progress(0.6, "sifting, estimation, error correction, privacy amplification")
         params = QkdParams(window_ps=lab.config.analysis.window_ps, eps_sec=self.eps_sec, eps_cor=self.eps_cor,
                            seed=int(self.seed))
         stats, key_a, key_b = distill(m.chunk, m.roles, params, m.result.exposure_s)
         self._keep_keys(lab, stats, key_a, key_b)
-        if lab.sim is not None:
-            stats["plob_bound_bps"] = _plob_rate(lab)
         return stats
 
     def _bb84(self, ctx: RunContext) -> dict[str, Any]:
         lab = ctx.lab
-        if lab.sim is None:
+        if not lab.simulated:
             raise QlabError("BB84 needs a decoy-state transmitter; qlab has one only in the simulated lab "
                             "(backend: sim)")
         try:
@@ -115,7 +121,8 @@ class QkdProcedure(Procedure):
         ctx.progress(0.05, "transmitting decoy-state pulses")
         params = QkdParams(eps_sec=self.eps_sec, eps_cor=self.eps_cor, seed=int(self.seed))
         ctx.progress(0.3, "sifting, decoy estimation, error correction, privacy amplification")
-        stats, key_a, key_b = distill_bb84(lab.sim, source, float(self.integration_s), params)
+        stats, key_a, key_b = run_bb84(lab, source, float(self.integration_s), params)
+        ctx.note_acquisition()  # the simulation's truth now includes the transmitter's channel
         self._keep_keys(lab, stats, key_a, key_b)
         return stats
 
@@ -138,12 +145,3 @@ class QkdProcedure(Procedure):
         return head + (f"secret {r['secret_bits']} bits ({r['secret_key_rate_bps']:.0f} bit/s), "
                        f"EC efficiency {r['ec_efficiency']:.3f}")
 
-
-def _plob_rate(lab) -> float:
-    """Repeaterless bound of the simulated channel: emitted pairs/s × -log2(1 - η_A η_B)."""
-    sim = lab.sim
-    eta = {}
-    for party in ("alice", "bob"):
-        dets = [d for d in sim.detectors.values() if d.party == party]
-        eta[party] = sim.fibre_transmission[party] * float(np.mean([d.efficiency for d in dets]))
-    return sim.pair_rate_hz() * plob_bound(eta["alice"] * eta["bob"])

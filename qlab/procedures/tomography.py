@@ -4,6 +4,8 @@ Each projection |ψ> is realized on the party's compensator (QWP-HWP-QWP) *on to
 compensation C: the plates are set to the angles of M·C, where M|ψ> = |H>, so the transmitted port of the
 analyzer (at 0) projects on |ψ> in the compensated frame. Only the H detectors are used, so unequal
 detector efficiencies cannot bias the state.
+
+Restores: the compensator and analyzer angles and the laser state it found, also on an error or abort.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from qlab.analysis.tomography import reconstruct
 from qlab.errors import QlabError
 from qlab.procedures.engine import Param, Procedure, RunContext
 from qlab.procedures.measure import integrate, light_on
+from qlab.procedures.restore import restoring
 from qlab.procedures.visibility import set_analyzers
 
 
@@ -45,6 +48,14 @@ class TomographyProcedure(Procedure):
     def execute(self, ctx: RunContext) -> dict[str, Any]:
         if self.measurements not in (16, 36):
             raise QlabError("measurements must be 16 or 36")
+        with restoring(ctx.lab, stages=("analyzer", "compensator")):
+            projectors, counts, table = self._measure(ctx)
+        ctx.progress(0.95, "maximum-likelihood reconstruction")
+        res = reconstruct(projectors, np.array(counts), resamples=self.resamples)
+        return {**res.as_dict(), "measurements": table, "integration_s": self.integration_s}
+
+    def _measure(self, ctx: RunContext) -> tuple[list[np.ndarray], list[int], list[dict[str, Any]]]:
+        """Coincidences of every projection pair: (projectors, counts, table for the results)."""
         lab = ctx.lab
         kets = "HVDR" if self.measurements == 16 else "HVDARL"
         light_on(lab)
@@ -65,23 +76,17 @@ class TomographyProcedure(Procedure):
                 plan[party][k] = [a - z for a, z in zip(angles, zeros, strict=True)]
         projectors, counts, table = [], [], []
         roles = {r: ch for r, (_, ch) in lab.roles().items()}
-        try:
-            for i, ka in enumerate(kets):
-                self._set(lab, comp["alice"], plan["alice"][ka])
-                for j, kb in enumerate(kets):
-                    ctx.progress((i * len(kets) + j) / len(kets) ** 2, f"projection {ka}{kb}")
-                    self._set(lab, comp["bob"], plan["bob"][kb])
-                    m = integrate(ctx, self.integration_s)
-                    n = m.result.pair(roles["alice.H"], roles["bob.H"])
-                    projectors.append(np.kron(optics.projector(optics.KETS[ka]), optics.projector(optics.KETS[kb])))
-                    counts.append(n)
-                    table.append({"alice": ka, "bob": kb, "coincidences": n})
-        finally:
-            for party in ("alice", "bob"):
-                self._set(lab, comp[party], comp[party][2])
-        ctx.progress(0.95, "maximum-likelihood reconstruction")
-        res = reconstruct(projectors, np.array(counts), resamples=self.resamples)
-        return {**res.as_dict(), "measurements": table, "integration_s": self.integration_s}
+        for i, ka in enumerate(kets):
+            self._set(lab, comp["alice"], plan["alice"][ka])
+            for j, kb in enumerate(kets):
+                ctx.progress((i * len(kets) + j) / len(kets) ** 2, f"projection {ka}{kb}")
+                self._set(lab, comp["bob"], plan["bob"][kb])
+                m = integrate(ctx, self.integration_s)
+                n = m.result.pair(roles["alice.H"], roles["bob.H"])
+                projectors.append(np.kron(optics.projector(optics.KETS[ka]), optics.projector(optics.KETS[kb])))
+                counts.append(n)
+                table.append({"alice": ka, "bob": kb, "coincidences": n})
+        return projectors, counts, table
 
     @staticmethod
     def _set(lab, comp: tuple, angles: list[float]) -> None:

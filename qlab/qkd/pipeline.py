@@ -1,16 +1,20 @@
-"""The QKD post-processing pipeline from a tag stream: each party's clicks, both BBM92 parties, and the
-statistics users see. Procedures (live labs) and offline analysis (stored streams) both import it.
+"""The QKD post-processing pipeline from a tag stream: each party's clicks, both BBM92 parties, decoy BB84
+from Bob's slotted clicks, and the statistics users see. Procedures (live labs) and offline analysis
+(stored streams) both import it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
 import numpy as np
 
 from qlab.errors import QlabError
-from qlab.qkd.bbm92 import PORTS, QkdParams, run_in_process
+from qlab.qkd.bb84 import Bb84Alice, Bb84Bob, Choices
+from qlab.qkd.bbm92 import PORTS, QkdParams, run_in_process, run_parties
+from qlab.qkd.decoy_bb84 import DecoySource
 from qlab.types import TagChunk
 
 
@@ -50,4 +54,26 @@ def distill(chunk: TagChunk, roles: dict[str, int], params: QkdParams, duration_
     tb, pb = party_clicks(chunk, roles, "bob")
     alice, bob = run_in_process(ta, pa, tb, pb, params, auth_key or os.urandom(32))
     stats = block_stats("bbm92", alice, bob, params, duration_s)
+    return stats, (None if stats["aborted"] else alice.key), (None if stats["aborted"] else bob.key)
+
+
+def distill_bb84(index: np.ndarray, basis: np.ndarray, bit: np.ndarray, choices: Choices, source: DecoySource,
+                 n_pulses: int, params: QkdParams, duration_s: float, auth_key: bytes | None = None,
+                 ) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
+    """Run both decoy-BB84 parties: Bob holds his clicks per pulse slot (``index``, ``basis``, ``bit``, from
+    ``pulse_slots``), Alice only ``choices`` (pulse indices -> her basis, bit, intensity class). ``n_pulses``
+    pulses were sent over ``duration_s`` s. Returns (statistics for users, Alice's key, Bob's key)."""
+    p = dataclasses.replace(params, sample_fraction=0.0)  # QBER_Z comes from Cascade; no Z sample
+    alice, bob = run_parties(
+        lambda ch: Bb84Alice(choices, source.intensities, source.probabilities, ch, p),
+        lambda ch: Bb84Bob(index, basis, bit, ch, p), auth_key or os.urandom(32))
+    stats = block_stats("bb84", alice, bob, params, duration_s)
+    b = alice.bounds
+    stats.update({"pulses": n_pulses, "clicks": int(np.asarray(index).size), "intensities": list(source.intensities),
+                  "probabilities": list(source.probabilities), "rep_rate_hz": source.rep_rate_hz,
+                  "decoy": None if b is None else {"s_z0": b.s_z0, "s_z1": b.s_z1, "s_x1": b.s_x1,
+                                                   "v_x1": b.v_x1, "phi_z": b.phi_z,
+                                                   "n_z": list(alice.counts.n_z), "n_x": list(alice.counts.n_x),
+                                                   "m_x": list(alice.counts.m_x)},
+                  "secret_bits_per_pulse": stats["secret_bits"] / n_pulses if n_pulses else 0.0})
     return stats, (None if stats["aborted"] else alice.key), (None if stats["aborted"] else bob.key)

@@ -1,0 +1,93 @@
+"""The protocol halves of decoy-state BB84 with a weak-coherent transmitter (no physics here).
+
+Alice's transmitter draws every pulse's choices (basis, bit, intensity class) from a Philox counter-mode
+stream under her 128-bit secret QRNG key, so her party recomputes the choices of the pulses Bob reports
+without storing every pulse (``alice_choices``). Bob assigns each click to a pulse slot after removing his
+inputs' delays, squashing multi-clicks (``pulse_slots``). ``DecoySource`` holds the transmitter's
+parameters both halves agree on; the physical transmission lives with the transmitter (on the simulated
+lab, the weak-coherent model of the simulation package).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from qlab.types import TagChunk
+
+PORT_BASIS_BIT = {"H": (0, 0), "V": (0, 1), "D": (1, 0), "A": (1, 1)}
+
+
+@dataclass(frozen=True)
+class DecoySource:
+    """Parameters of a decoy-state transmitter. Raises ValueError on inconsistent values."""
+
+    rep_rate_hz: float = 10e6
+    intensities: tuple[float, float, float] = (0.5, 0.1, 0.0002)  # mean photons per pulse: signal, decoy, weak
+    probabilities: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    p_z: float = 0.5  # Alice's probability of the Z (H/V) basis
+    misalignment: float = 0.01  # probability a photon exits the wrong port of the matching analyzer
+    gate_ps: int = 1000  # window around the pulse slot in which a dark count is attributed to the pulse
+
+    def __post_init__(self) -> None:
+        m1, m2, m3 = self.intensities
+        if not (m1 > m2 + m3 and m2 > m3 >= 0):
+            raise ValueError(f"decoy intensities {self.intensities} must satisfy μ1 > μ2 + μ3 and μ2 > μ3 ≥ 0")
+        if abs(sum(self.probabilities) - 1) > 1e-9 or min(self.probabilities) <= 0:
+            raise ValueError(f"intensity probabilities {self.probabilities} must be positive and sum to 1")
+        if not 0 < self.p_z < 1 or not 0 <= self.misalignment <= 0.5:
+            raise ValueError(f"p_z {self.p_z} must be in (0, 1) and misalignment {self.misalignment} in [0, 0.5]")
+
+    @property
+    def period_ps(self) -> int:
+        return int(round(1e12 / self.rep_rate_hz))
+
+
+def alice_choices(key: int, source: DecoySource, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(basis 0=Z 1=X, bit, intensity class 0..2) Alice chose for the pulses ``index``; ``key`` is her secret
+    128-bit QRNG key."""
+    index = np.asarray(index, np.int64)
+    if index.size == 0:
+        z = np.zeros(0, np.uint8)
+        return z, z, z
+    first = int(index.min()) // 4 * 4  # Philox yields four 64-bit outputs per counter step
+    gen = np.random.Philox(key=key)
+    gen.advance(first // 4)
+    raw = gen.random_raw(int(index.max()) - first + 1)[index - first]
+    u_basis = (raw & np.uint64(0xFFFFFF)).astype(np.float64) / 16777216.0
+    bit = ((raw >> np.uint64(24)) & np.uint64(1)).astype(np.uint8)
+    u_int = (raw >> np.uint64(32)).astype(np.float64) / 4294967296.0
+    cls = np.searchsorted(np.cumsum(source.probabilities)[:-1], u_int, side="right").astype(np.uint8)
+    return (u_basis >= source.p_z).astype(np.uint8), bit, cls
+
+
+def pulse_slots(chunk: TagChunk, port_of_input: dict[int, str], delay_of_input: dict[int, int], period_ps: int,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bob's clicks per pulse slot: (pulse index, basis, bit). Each input's delay (ps) is removed before
+    slotting. Several clicks in one slot are squashed: one basis → a random bit in it; both bases → a random
+    basis and bit (the standard squashing map). ``rng`` must be Bob's private randomness."""
+    lut = np.full(65536, 255, np.uint8)
+    delay = np.zeros(65536, np.int64)
+    for inp, port in port_of_input.items():
+        lut[inp] = "HVDA".index(port)
+        delay[inp] = int(delay_of_input.get(inp, 0))
+    ch = chunk.channels.astype(np.int64) & 0xFFFF
+    det = lut[ch]
+    keep = det != 255
+    slot = np.floor_divide(chunk.timestamps[keep] - delay[ch[keep]] + period_ps // 2, period_ps)
+    det = det[keep]
+    order = np.argsort(slot, kind="stable")
+    slot, det = slot[order], det[order]
+    uniq, start, count = np.unique(slot, return_index=True, return_counts=True)
+    det_basis = (det // 2).astype(np.uint8)
+    basis = det_basis[start].copy()
+    bit = (det[start] % 2).astype(np.uint8)
+    multi = count > 1  # multi-photon pulses and dark coincidences
+    if multi.any():
+        lo = np.minimum.reduceat(det_basis, start)
+        hi = np.maximum.reduceat(det_basis, start)
+        both = multi & (lo != hi)
+        basis[both] = rng.integers(0, 2, int(both.sum()), dtype=np.uint8)
+        bit[multi] = rng.integers(0, 2, int(multi.sum()), dtype=np.uint8)
+    return uniq.astype(np.int64), basis, bit
