@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any
 
 from qlab.errors import InstrumentError, InstrumentTimeout
-from qlab.instruments.base import Instrument, value
+from qlab.instruments.base import Instrument
+from qlab.instruments.settings import bind
 
 
 class PolarizationController(Instrument):
     kind = "polarization"
     poll_interval_s = 0.02
     move_timeout_s = 30.0
+    # Writing a position moves and waits (move_absolute); the cache records the target once there.
+    SETTINGS = bind("polarization",
+                    position=("position", lambda inst, axis, deg: inst.move_absolute(deg, axis)))
 
     def axes(self) -> list[str]:
         return list(self.options.get("axes", {}) or ["0"])
@@ -28,20 +31,24 @@ class PolarizationController(Instrument):
         return axis
 
     def move_absolute(self, position_deg: float, axis: str | None = None, wait: bool = True) -> None:
-        """Move ``axis`` to ``position_deg`` (degrees)."""
-        self._require_open()
-        ax = self._axis(axis)
-        self._move_absolute(ax, self.limits.check("position_deg", position_deg))
+        """Move ``axis`` to ``position_deg`` (degrees); with ``wait`` return when it stopped. Raises
+        InstrumentError for an unknown axis, LimitError outside ``position_deg`` limits, InstrumentTimeout
+        if the move does not finish within ``move_timeout_s``."""
+        s, ax, target = self.check_setting("position", position_deg, axis)
+        self._move_absolute(ax, target)
         if wait:
             self.wait(ax)
+            self.record_set(s, target, ax)
 
     def move_relative(self, delta_deg: float, axis: str | None = None, wait: bool = True) -> None:
+        """Move ``axis`` by ``delta_deg`` (degrees). Raises as ``move_absolute`` (limits apply to the end point)."""
         self._require_open()
         ax = self._axis(axis)
-        self.limits.check("position_deg", self.position(ax) + delta_deg)
+        target = self.limits.check("position_deg", self.position(ax) + delta_deg)
         self._move_relative(ax, float(delta_deg))
         if wait:
             self.wait(ax)
+            self.record_set(self.SETTINGS["position"], target, ax)
 
     def home(self, axis: str | None = None, wait: bool = True) -> None:
         self._require_open()
@@ -60,16 +67,6 @@ class PolarizationController(Instrument):
 
     def positions(self) -> dict[str, float]:
         return {ax: self.position(ax) for ax in self.axes()}
-
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        return {f"position_{ax}": value(pos, "deg") for ax, pos in self.positions().items()}
-
-    def apply_settings(self, settings: dict[str, Any]) -> None:
-        for key, v in settings.items():
-            if not key.startswith("position_deg"):
-                super().apply_settings({key: v})
-            axis = key.removeprefix("position_deg").lstrip(".") or None
-            self.move_absolute(float(v), axis)
 
     @abstractmethod
     def _move_absolute(self, axis: str, position_deg: float) -> None: ...
