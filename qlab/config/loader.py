@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,7 +170,7 @@ def _check_semantics(cfg: LabConfig, lines: dict[KeyPath, int], problems: list) 
     return sim_params
 
 
-def _check_settings(inst: InstrumentConfig, kind: str, base: KeyPath, add: Any) -> None:
+def _check_settings(inst: InstrumentConfig, kind: str, base: KeyPath, add: Callable[[KeyPath, str], None]) -> None:
     """Each ``settings`` value against its kind's table (known key, type, input/axis) and the instrument's
     ``limits``, so a bad setpoint is refused by ``qlab config check`` rather than when the lab opens."""
     values, problems = parse_settings(kind, inst.settings, list(inst.axes) if kind == "polarization" else None)

@@ -52,10 +52,6 @@ class SinglePhotonDetector(Instrument):
         """Drive the gate input: True closes the detector (no clicks)."""
         self.write_setting("gate", bool(closed))
 
-    def _need(self, capability: str) -> None:
-        if capability not in self.capabilities:
-            raise InstrumentError(self.name, f"{self.model} has no {capability} setting")
-
     # -- to implement (only those in ``capabilities``) -----------------------------------------------------
     def _set_enabled(self, on: bool) -> None:
         raise InstrumentError(self.name, f"{self.model} cannot be enabled/disabled remotely")
