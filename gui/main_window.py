@@ -371,19 +371,24 @@ class MainWindow(QMainWindow):
             for name, panel in self.panels.items():
                 if self._stop_poll.is_set():
                     return
-                if type(panel).poll is InstrumentPanel.poll or self.lab.handles[name].faulted is not None:
+                if self.lab.handles[name].faulted is not None:
                     continue
                 try:
-                    state = self.lab[name].call(lambda _inst, p=panel: p.poll(), timeout=5)  # on its worker
+                    # On its worker: reads the settings back into the cache (whose listeners update the
+                    # panel) and returns the kind's extra state.
+                    state = self.lab[name].call(lambda _inst, p=panel: p.poll(), timeout=5)
                 except Exception:  # noqa: BLE001 - a failing instrument is reported by the fault path
                     continue
-                self.bridge.instrument_state.emit(name, state)
+                if state:
+                    self.bridge.instrument_state.emit(name, state)
             self._stop_poll.wait(0.5)
 
     def shutdown(self) -> None:
         self.save_settings()
         self.draw_timer.stop()
         self._stop_poll.set()
+        for panel in self.panels.values():
+            panel.detach()
         self.runner.abort()
         self.acq.stop()
         self._poller.join(5)

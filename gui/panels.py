@@ -1,11 +1,19 @@
-"""Instrument control panels, built from each instrument's kind. Every action is submitted to the
-instrument's worker (``handle.submit``), so the GUI thread never waits; errors go to the log pane."""
+"""Instrument control panels, built from each kind's settings table (qlab/settings_spec.py).
+
+One generic builder makes an editor or readout per setting (per input or axis for indexed ones); kinds add
+only their extras (emission buttons, jog/home, live counts). Editors show the instrument's settings cache:
+every set (from a panel, a script or a procedure) and every poll updates the cache, whose listener reaches
+the GUI thread through a Qt signal; editors are filled with their signals blocked, so showing a value
+never writes it back. Every action is submitted to the instrument's worker (``handle.submit``), so the GUI
+thread never waits on an instrument; errors go to the log pane.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QDoubleSpinBox,
@@ -19,29 +27,174 @@ from PySide6.QtWidgets import (
 )
 from qlab.gui.workers import Bridge
 
+from qlab.instruments.cache import CachedValue
 from qlab.instruments.handle import InstrumentHandle
+from qlab.instruments.settings import Setting
 
 
-def _spin(lo: float | None, hi: float | None, value: float, decimals: int, step: float, suffix: str) -> QDoubleSpinBox:
+def _spin(lo: float | None, hi: float | None, decimals: int, step: float, suffix: str) -> QDoubleSpinBox:
     s = QDoubleSpinBox()
     s.setDecimals(decimals)
     s.setRange(-1e9 if lo is None else lo, 1e9 if hi is None else hi)
     s.setSingleStep(step)
-    s.setValue(value)
     s.setSuffix(f" {suffix}" if suffix else "")
     s.setKeyboardTracking(False)
     return s
 
 
+def _fmt(v: Any, setting: Setting) -> str:
+    spec = setting.spec
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int | float) and spec.gui is not None:
+        return f"{v:.{spec.gui.decimals}f} {spec.unit}".rstrip()
+    return f"{v} {spec.unit}".rstrip()
+
+
+class _CacheSignal(QObject):
+    """Carries cache changes from an instrument worker to the GUI thread (queued connection)."""
+
+    changed = Signal(object)  # {entry: CachedValue}
+
+
 class InstrumentPanel(QGroupBox):
-    def __init__(self, handle: InstrumentHandle, bridge: Bridge):
+    """Editors and readouts for every setting of the instrument's table that has a GUI hint.
+
+    ``editors`` maps ``name`` (or ``name:index`` for per-input/per-axis settings) to its widget;
+    ``settings_loaded`` turns True once every editor has shown a value from the instrument.
+    """
+
+    def __init__(self, handle: InstrumentHandle, bridge: Bridge, wired: dict[int, str] | None = None):
         super().__init__(f"{handle.name} — {handle.instrument.model}")
         self.handle = handle
         self.bridge = bridge
+        self.wired = dict(wired or {})
         self.setObjectName(f"panel_{handle.name}")
         self.form = QFormLayout(self)
         self.status = QLabel("connected")
         self.form.addRow("status", self.status)
+        self.editors: dict[str, QWidget] = {}
+        self.readouts: dict[str, QLabel] = {}
+        self.targets: dict[Any, QDoubleSpinBox] = {}  # button-applied settings (controller axes): index -> target
+        self._fill: dict[str, list[Callable[[Any], None]]] = {}  # cache entry -> widget updaters
+        self._waiting: set[str] = set()  # editor keys still without a value from the instrument
+        self.settings_loaded = False
+        self._build_settings()
+        self._signal = _CacheSignal(self)
+        self._signal.changed.connect(self._on_cache)
+        self._listener = lambda _name, changes: self._signal.changed.emit(changes)
+        handle.cache.add_listener(self._listener)
+        self._on_cache(handle.cache.values())  # what is already known (open, apply_settings); no device I/O
+
+    # -- building from the table ---------------------------------------------------------------------------
+    def _build_settings(self) -> None:
+        inst = self.handle.instrument
+        table = [s for s in inst.settings_table() if s.spec.gui is not None]
+        for s in (s for s in table if s.spec.index is None):
+            self.form.addRow(f"{s.spec.gui.label or s.name}", self._widget(s, None))
+        by_input = [s for s in table if s.spec.index == "input"]
+        for ch in sorted(self.wired) if by_input else []:
+            self.form.addRow(f"in {ch} ({self.wired[ch]})", self._row([self._widget(s, ch) for s in by_input]))
+        by_axis = [s for s in table if s.spec.index == "axis"]
+        for ax in inst.axes() if by_axis else []:
+            self.form.addRow(str(ax), self._row([self._widget(s, ax) for s in by_axis] + self.axis_extras(ax)))
+
+    @staticmethod
+    def _row(widgets: list[QWidget]) -> QWidget:
+        box = QWidget()
+        lay = QHBoxLayout(box)
+        lay.setContentsMargins(0, 0, 0, 0)
+        for w in widgets:
+            lay.addWidget(w)
+        return box
+
+    def _widget(self, s: Setting, index: Any) -> QWidget:
+        spec, hint = s.spec, s.spec.gui
+        assert hint is not None
+        entry = spec.entry(index)
+        key = spec.name if index is None else f"{spec.name}:{index}"
+        inst = self.handle.instrument
+        can_write = spec.writable and (spec.write_capability is None or spec.write_capability in inst.capabilities)
+        if hint.widget == "readout" or not can_write and hint.widget != "check":
+            label = QLabel("—")
+            label.setObjectName(f"{self.handle.name}_{key.replace(':', '_')}")
+            self.readouts[entry] = label
+            self._on(entry, lambda v: label.setText(_fmt(v, s)))
+            return label
+        if hint.widget == "check":
+            box = QCheckBox(hint.label or spec.name)
+            box.setEnabled(False)
+            self._editor(key, entry, box, box.setChecked, enable=can_write)
+            box.toggled.connect(lambda on: self.write(spec.name, bool(on), index))
+            return box
+        lo, hi = inst.limits.bounds(spec.limit) if spec.limit else (None, None)
+        editor = _spin(hint.low if lo is None else lo, hint.high if hi is None else hi, hint.decimals, hint.step,
+                       spec.unit)
+        editor.setObjectName(f"{self.handle.name}_{key.replace(':', '_')}")
+        if hint.apply == "button":  # actual value beside a target the user sets; only the button writes
+            actual = QLabel("—")
+            self.readouts[entry] = actual
+            self._on(entry, lambda v: actual.setText(_fmt(v, s)))
+            editor.setObjectName(f"{self.handle.name}_{index}_target")
+            self.targets[index] = editor
+            self._editor(key, entry, editor, editor.setValue, once=True)
+            button = QPushButton(hint.button)
+            button.setObjectName(f"{self.handle.name}_{index}_{hint.button.lower()}")
+            button.clicked.connect(lambda _=False: self.write(spec.name, spec.type(editor.value()), index))
+            return self._row([actual, editor, button])
+        self._editor(key, entry, editor, editor.setValue)
+        editor.valueChanged.connect(lambda v: self.write(spec.name, spec.type(v), index))
+        return editor
+
+    def _editor(self, key: str, entry: str, widget: QWidget, setter: Callable[[Any], None], *,
+                enable: bool = True, once: bool = False) -> None:
+        """Register an editor filled from cache ``entry`` with its signals blocked (so filling sends nothing)."""
+        widget.setEnabled(False)
+        self.editors[key] = widget
+        self._waiting.add(key)
+        filled = [False]
+
+        def fill(v: Any) -> None:
+            if once and filled[0]:
+                return
+            filled[0] = True
+            widget.blockSignals(True)
+            try:
+                setter(v)
+            finally:
+                widget.blockSignals(False)
+            widget.setEnabled(enable)
+            self._waiting.discard(key)
+
+        self._on(entry, fill)
+
+    def _on(self, entry: str, fn: Callable[[Any], None]) -> None:
+        self._fill.setdefault(entry, []).append(fn)
+
+    def axis_extras(self, axis: Any) -> list[QWidget]:
+        """Kind-specific widgets appended to an axis row (controllers: jog and home)."""
+        return []
+
+    # -- cache -> widgets (GUI thread) ---------------------------------------------------------------------
+    def _on_cache(self, changes: dict[str, CachedValue]) -> None:
+        for entry, cached in changes.items():
+            for fn in self._fill.get(entry, ()):
+                fn(cached.value)
+        if not self._waiting:
+            self.settings_loaded = True
+        self.on_settings(changes)
+
+    def on_settings(self, changes: dict[str, CachedValue]) -> None:  # noqa: B027 - kinds override
+        """Kinds react to cache changes beyond the generic widgets (GUI thread)."""
+
+    def detach(self) -> None:
+        """Stop listening to the instrument's cache (the window is closing; the lab may live on)."""
+        self.handle.cache.remove_listener(self._listener)
+
+    # -- actions ---------------------------------------------------------------------------------------------
+    def write(self, name: str, value: Any, index: Any = None) -> None:
+        """Write one setting of the table on the instrument's worker (checked there against its limits)."""
+        self.submit("write_setting", name, value, index)
 
     def submit(self, method: str | Callable, *args: Any, done: Callable[[Any], None] | None = None) -> None:
         fut = self.handle.submit(method, *args)
@@ -51,215 +204,99 @@ class InstrumentPanel(QGroupBox):
             exc = f.exception()
             if exc is not None:
                 self.bridge.message.emit("error", f"{self.handle.name}.{name}: {exc}")
+                # The editor shows the refused value: put the instrument's own values back.
+                self._signal.changed.emit(self.handle.cache.values())
             elif done is not None:
                 self.bridge.instrument_state.emit(self.handle.name, {"_callback": done, "value": f.result()})
             self.bridge.instrument_state.emit(self.handle.name, {"_refresh": True})
 
         fut.add_done_callback(finished)
 
+    # -- polling (instrument worker, via the window's poller thread) ---------------------------------------
+    def poll(self) -> dict[str, Any]:
+        """Runs on the instrument's worker: read back every setting of the table (which refreshes the cache,
+        and through it the widgets). Kinds return extra state for ``update_state``."""
+        self.handle.instrument.read_settings()
+        return {}
+
     def update_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - kinds override
-        pass
-
-    def poll(self) -> dict[str, Any]:
-        """Runs on the poller thread (through the handle): read what the panel shows."""
-        return {}
-
-
-class SettingsPanel(InstrumentPanel):
-    """A panel whose editors start from the instrument's current settings. Those are read on the poller
-    thread (the GUI thread never waits on an instrument); editors stay disabled until they arrive and are
-    filled with their signals blocked, so loading them sends nothing back."""
-
-    def __init__(self, handle: InstrumentHandle, bridge: Bridge):
-        super().__init__(handle, bridge)
-        self.editors: dict[str, QDoubleSpinBox] = {}
-        self.settings_loaded = False
-
-    def add_editor(self, key: str, editor: QDoubleSpinBox) -> QDoubleSpinBox:
-        editor.setEnabled(False)
-        self.editors[key] = editor
-        return editor
-
-    def read_settings(self) -> dict[str, float]:
-        """Runs on the poller thread: current value of every editor's setting."""
-        return {}
-
-    def poll(self) -> dict[str, Any]:
-        return {} if self.settings_loaded else {"settings": self.read_settings()}
-
-    def update_state(self, s: dict[str, Any]) -> None:
-        for key, v in s.get("settings", {}).items():
-            editor = self.editors[key]
-            editor.blockSignals(True)
-            editor.setValue(v)
-            editor.blockSignals(False)
-            editor.setEnabled(True)
-        if "settings" in s:
-            self.settings_loaded = True
+        """Extra state returned by ``poll`` (GUI thread)."""
 
 
 class LaserPanel(InstrumentPanel):
-    def __init__(self, handle: InstrumentHandle, bridge: Bridge):
-        super().__init__(handle, bridge)
-        lim = handle.instrument.limits
-        lo, hi = lim.bounds("current_a")
+    """Extras: emission buttons and an on/off + protection line (the status bar shows it too)."""
+
+    def _build_settings(self) -> None:
         self.on_btn, self.off_btn = QPushButton("Emission ON"), QPushButton("Emission OFF")
-        self.on_btn.setObjectName(f"{handle.name}_on")
-        self.off_btn.setObjectName(f"{handle.name}_off")
-        row = QHBoxLayout()
-        row.addWidget(self.on_btn)
-        row.addWidget(self.off_btn)
-        self.form.addRow(row)
-        self.current = _spin(lo or 0.0, hi, 0.1, 4, 0.005, "A")
-        self.current.setObjectName(f"{handle.name}_current")
-        set_btn = QPushButton("Set")
-        r2 = QHBoxLayout()
-        r2.addWidget(self.current)
-        r2.addWidget(set_btn)
-        self.form.addRow(f"current (limit {lo}–{hi} A)", r2)
-        self.readout = QLabel("—")
-        self.form.addRow("measured", self.readout)
+        self.on_btn.setObjectName(f"{self.handle.name}_on")
+        self.off_btn.setObjectName(f"{self.handle.name}_off")
+        self.form.addRow(self._row([self.on_btn, self.off_btn]))
         self.on_btn.clicked.connect(lambda: self.submit("set_output", True))
         self.off_btn.clicked.connect(lambda: self.submit("set_output", False))
-        set_btn.clicked.connect(lambda: self.submit("set_current", self.current.value()))
+        self.emission = QLabel("—")
+        self.emission.setObjectName(f"{self.handle.name}_emission")
+        self.form.addRow("emission", self.emission)
+        super()._build_settings()
+
+    def on_settings(self, changes: dict[str, CachedValue]) -> None:
+        values = self.handle.cache.values()
+        if "output" not in values:
+            return
+        trips = [e.removeprefix("protection_") for e, c in values.items() if e.startswith("protection_") and c.value]
+        self.emission.setText(("ON" if values["output"].value else "off")
+                              + (f", TRIPPED: {', '.join(trips)}" if trips else ""))
 
     def poll(self) -> dict[str, Any]:
-        inst = self.handle.instrument
-        return {"output": inst.output(), "protection": inst.protection(), "current": inst.measured_current(),
-                "power": inst.measured_power()}
-
-    def update_state(self, s: dict[str, Any]) -> None:
-        if "output" in s:
-            trips = [k for k, v in s["protection"].items() if v]
-            self.readout.setText(f"{'ON' if s['output'] else 'off'}, {s['current'] * 1e3:.1f} mA, "
-                                 f"{s['power']:.2f} mW" + (f", TRIPPED: {', '.join(trips)}" if trips else ""))
+        read = self.handle.instrument.read_settings()
+        return {"output": read["output"][0],
+                "protection": {e.removeprefix("protection_"): v for e, (v, _) in read.items()
+                               if e.startswith("protection_")}}
 
 
-class DetectorPanel(SettingsPanel):
-    def __init__(self, handle: InstrumentHandle, bridge: Bridge):
-        super().__init__(handle, bridge)
-        caps = handle.instrument.capabilities
-        self.enabled = QCheckBox("enabled")
-        self.enabled.setChecked(True)
-        self.enabled.setEnabled("enable" in caps)
-        self.enabled.toggled.connect(lambda on: self.submit("set_enabled", on))
-        self.form.addRow(self.enabled)
-        if "efficiency" in caps:
-            self.eff = self.add_editor("efficiency", _spin(0, 1, 0.0, 3, 0.01, ""))
-            self.eff.valueChanged.connect(lambda v: self.submit("set_efficiency", v))
-            self.form.addRow("efficiency", self.eff)
-        if "dead_time" in caps:
-            self.dead = self.add_editor("dead_time_ns", _spin(0, 1e6, 0.0, 1, 1, "ns"))
-            self.dead.valueChanged.connect(lambda v: self.submit("set_dead_time", v))
-            self.form.addRow("dead time", self.dead)
-        if "gate" in caps:
-            self.gate = QCheckBox("gate closed")
-            self.gate.toggled.connect(lambda on: self.submit("set_gate", on))
-            self.form.addRow(self.gate)
+class DetectorPanel(InstrumentPanel):
+    """Entirely from the detector table (enabled, efficiency, dead time, bias, gate as the model has them)."""
 
-    def read_settings(self) -> dict[str, float]:
-        inst = self.handle.instrument
-        return {key: getattr(inst, key)() for key in self.editors}
+
+class TaggerPanel(InstrumentPanel):
+    """Entirely from the tagger table: delay and trigger level of each wired input."""
 
 
 class ControllerPanel(InstrumentPanel):
-    def __init__(self, handle: InstrumentHandle, bridge: Bridge):
-        super().__init__(handle, bridge)
-        lo, hi = handle.instrument.limits.bounds("position_deg")
-        self.positions: dict[str, QLabel] = {}
-        self.targets: dict[str, QDoubleSpinBox] = {}
-        for ax in handle.instrument.axes():
-            box = QWidget()
-            lay = QHBoxLayout(box)
-            lay.setContentsMargins(0, 0, 0, 0)
-            pos = QLabel("—")
-            target = _spin(lo, hi, 0.0, 2, 1.0, "°")
-            target.setObjectName(f"{handle.name}_{ax}_target")
-            move = QPushButton("Move")
-            move.setObjectName(f"{handle.name}_{ax}_move")
-            jog_m, jog_p, home = QPushButton("−5°"), QPushButton("+5°"), QPushButton("Home")
-            for w in (pos, target, move, jog_m, jog_p, home):
-                lay.addWidget(w)
-            move.clicked.connect(lambda _=False, a=ax, t=target: self.submit("move_absolute", t.value(), a))
-            jog_m.clicked.connect(lambda _=False, a=ax: self.submit("move_relative", -5.0, a))
-            jog_p.clicked.connect(lambda _=False, a=ax: self.submit("move_relative", 5.0, a))
-            home.clicked.connect(lambda _=False, a=ax: self.submit("home", a))
-            self.positions[ax], self.targets[ax] = pos, target
-            self.form.addRow(ax, box)
+    """Extras: jog ±5° and home beside each axis's position/target/Move row."""
 
-    def poll(self) -> dict[str, Any]:
-        return {"positions": self.handle.instrument.positions()}
-
-    def update_state(self, s: dict[str, Any]) -> None:
-        for ax, p in s.get("positions", {}).items():
-            self.positions[ax].setText(f"{p:7.2f}°")
+    def axis_extras(self, axis: Any) -> list[QWidget]:
+        jog_m, jog_p, home = QPushButton("−5°"), QPushButton("+5°"), QPushButton("Home")
+        jog_m.clicked.connect(lambda _=False: self.submit("move_relative", -5.0, axis))
+        jog_p.clicked.connect(lambda _=False: self.submit("move_relative", 5.0, axis))
+        home.clicked.connect(lambda _=False: self.submit("home", axis))
+        return [jog_m, jog_p, home]
 
 
-class TaggerPanel(SettingsPanel):
-    def __init__(self, handle: InstrumentHandle, bridge: Bridge, wired: dict[int, str]):
-        super().__init__(handle, bridge)
-        lo, hi = handle.instrument.limits.bounds("delay_ps")
-        for ch, role in sorted(wired.items()):
-            box = QWidget()
-            lay = QHBoxLayout(box)
-            lay.setContentsMargins(0, 0, 0, 0)
-            delay = self.add_editor(f"delay:{ch}", _spin(lo, hi, 0.0, 0, 100, "ps"))
-            level = self.add_editor(f"trigger_level:{ch}", _spin(-2.5, 2.5, 0.0, 3, 0.05, "V"))
-            delay.valueChanged.connect(lambda v, c=ch: self.submit("set_delay", c, int(v)))
-            level.valueChanged.connect(lambda v, c=ch: self.submit("set_trigger_level", c, v))
-            lay.addWidget(delay)
-            lay.addWidget(level)
-            self.form.addRow(f"in {ch} ({role})", box)
+class CounterPanel(InstrumentPanel):
+    """A hardware coincidence counter: its table (window, sampling, delays) plus the latest period's counts."""
 
-    def read_settings(self) -> dict[str, float]:
-        inst = self.handle.instrument
-        out = {}
-        for key in self.editors:
-            what, ch = key.split(":")
-            out[key] = float(getattr(inst, what)(int(ch)))
-        return out
-
-
-class CounterPanel(SettingsPanel):
-    """A hardware coincidence counter: window setting and the latest period's counts."""
-
-    def __init__(self, handle: InstrumentHandle, bridge: Bridge, wired: dict[int, str]):
-        super().__init__(handle, bridge)
-        lo, hi = handle.instrument.limits.bounds("coincidence_window_ps")
-        window = self.add_editor("coincidence_window", _spin(lo if lo is not None else 1000,
-                                                             hi if hi is not None else 50_000_000, 0.0, 0, 1000,
-                                                             "ps"))
-        window.valueChanged.connect(lambda v: self.submit("set_coincidence_window", int(v)))
-        self.form.addRow("window", window)
+    def _build_settings(self) -> None:
+        super()._build_settings()
         self.counts = QLabel("—")
-        self.counts.setObjectName(f"{handle.name}_counts")
+        self.counts.setObjectName(f"{self.handle.name}_counts")
         self.form.addRow("counts", self.counts)
-        self.wired = wired
-
-    def read_settings(self) -> dict[str, float]:
-        return {"coincidence_window": float(self.handle.instrument.coincidence_window())}
 
     def poll(self) -> dict[str, Any]:
         return {**super().poll(), "reading": self.handle.instrument.read(wait_new=False)}
 
     def update_state(self, s: dict[str, Any]) -> None:
-        super().update_state(s)
         reading = s.get("reading")
         if reading is not None:
             self.counts.setText("  ".join(f"{k} {v}" for k, v in reading.counts.items()))
 
 
+PANELS: dict[str, type[InstrumentPanel]] = {"laser": LaserPanel, "detector": DetectorPanel,
+                                            "polarization": ControllerPanel, "counter": CounterPanel,
+                                            "tagger": TaggerPanel}
+
+
 def make_panel(handle: InstrumentHandle, bridge: Bridge, wired: dict[int, str]) -> InstrumentPanel:
-    kind = handle.kind
-    if kind == "laser":
-        return LaserPanel(handle, bridge)
-    if kind == "detector":
-        return DetectorPanel(handle, bridge)
-    if kind == "polarization":
-        return ControllerPanel(handle, bridge)
-    if kind == "counter":
-        return CounterPanel(handle, bridge, wired)
-    return TaggerPanel(handle, bridge, wired)
+    return PANELS.get(handle.kind, InstrumentPanel)(handle, bridge, wired)
 
 
 class PanelStack(QWidget):

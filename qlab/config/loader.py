@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,19 +13,16 @@ from qlab.catalogue import DRIVERS
 from qlab.config.schema import KIND_SIM_MODELS, InstrumentConfig, LabConfig
 from qlab.config.yaml_lines import KeyPath, format_path, line_of, load_yaml_with_lines, read_text
 from qlab.errors import ConfigError
+from qlab.settings_spec import limit_quantities, parse_settings
 
 DEFAULT_CONFIG_NAME = "instruments.yaml"
 
 # Limit quantities each instrument kind understands; anything else is a typo the user must hear about.
 CLICK_INPUTS = ("tagger", "counter")  # kinds whose inputs detectors can be wired to
 
-LIMIT_QUANTITIES: dict[str, set[str]] = {
-    "laser": {"current_a", "power_mw", "temperature_c"},
-    "detector": {"bias_v", "bias_current_ua", "efficiency", "dead_time_ns", "threshold_v"},
-    "tagger": {"delay_ps", "trigger_level_v"},
-    "counter": {"delay_ps", "coincidence_window_ps", "sampling_s"},
-    "polarization": {"position_deg"},
-}
+# (from the kinds' settings tables, qlab/settings_spec.py)
+LIMIT_QUANTITIES: dict[str, set[str]] = {kind: limit_quantities(kind)
+                                         for kind in ("laser", "detector", "tagger", "counter", "polarization")}
 
 
 @dataclass
@@ -136,6 +134,7 @@ def _check_semantics(cfg: LabConfig, lines: dict[KeyPath, int], problems: list) 
         for q, lim in inst.limits.items():
             if lim.min is not None and lim.max is not None and lim.min > lim.max:
                 add((*base, "limits", q), f"min {lim.min} is above max {lim.max}")
+        _check_settings(inst, entry.kind, base, add)
         try:
             sim_params[name] = KIND_SIM_MODELS[entry.kind].model_validate(inst.sim)
         except ValidationError as exc:
@@ -169,3 +168,19 @@ def _check_semantics(cfg: LabConfig, lines: dict[KeyPath, int], problems: list) 
     if not any(DRIVERS.get(i.driver) and DRIVERS[i.driver].kind in CLICK_INPUTS for i in cfg.instruments.values()):
         add(("instruments",), "the lab has no time tagger or coincidence counter")
     return sim_params
+
+
+def _check_settings(inst: InstrumentConfig, kind: str, base: KeyPath, add: Callable[[KeyPath, str], None]) -> None:
+    """Each ``settings`` value against its kind's table (known key, type, input/axis) and the instrument's
+    ``limits``, so a bad setpoint is refused by ``qlab config check`` rather than when the lab opens."""
+    values, problems = parse_settings(kind, inst.settings, list(inst.axes) if kind == "polarization" else None)
+    for path, msg in problems:
+        add((*base, "settings", *path), msg)
+    for sv in values:
+        lim = inst.limits.get(sv.spec.limit) if sv.spec.limit is not None else None
+        if lim is None:
+            continue
+        unit = f" {sv.spec.unit}" if sv.spec.unit else ""
+        if lim.min is not None and sv.value < lim.min or lim.max is not None and sv.value > lim.max:
+            add((*base, "settings", *sv.path), f"{sv.value}{unit} is outside limits.{sv.spec.limit} "
+                                               f"[{lim.min}, {lim.max}]{unit}")

@@ -6,10 +6,9 @@ from __future__ import annotations
 import string
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any
 
-from qlab.instruments.base import value
 from qlab.instruments.inputs import InputInstrument
+from qlab.instruments.settings import bind
 
 
 def letter(channel: int) -> str:
@@ -38,42 +37,21 @@ class CounterReading:
 
 class CoincidenceUnit(InputInstrument):
     kind = "counter"
+    SETTINGS = bind("counter", sampling=("sampling_time", "_set_sampling_time"),
+                    coincidence_window=("coincidence_window", "_set_coincidence_window"),
+                    delay=("delay", "_set_delay"))
 
     def set_sampling_time(self, sampling_s: float) -> None:
         """Length of one counting period, in s. Raises LimitError outside ``limits.sampling_s``, InstrumentError if
         not open or the device does not take the value, ProtocolError on a malformed reply, InstrumentTimeout if the
         device does not answer."""
-        self._require_open()
-        self._set_sampling_time(self.limits.check("sampling_s", sampling_s))
+        self.write_setting("sampling", sampling_s)
 
     def set_coincidence_window(self, window_ps: int) -> None:
         """Two clicks closer than ``window_ps`` (ps) count as a coincidence. Raises LimitError outside
         ``limits.coincidence_window_ps``, InstrumentError if not open or the device does not take the value,
         ProtocolError on a malformed reply, InstrumentTimeout if the device does not answer."""
-        self._require_open()
-        self._set_coincidence_window(int(self.limits.check("coincidence_window_ps", window_ps)))
-
-    def apply_settings(self, settings: dict[str, Any]) -> None:
-        """Apply instruments.yaml ``settings``: delays_ps ({input: ps}), coincidence_window_ps (ps), sampling_s (s).
-        Raises InstrumentError for any other key, and what the setters raise."""
-        for key, v in settings.items():
-            if key == "delays_ps":
-                self._apply_delays(v)
-            elif key == "coincidence_window_ps":
-                self.set_coincidence_window(int(v))
-            elif key == "sampling_s":
-                self.set_sampling_time(float(v))
-            else:
-                super().apply_settings({key: v})
-
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        """Sampling time (s), coincidence window (ps) and input delays (ps). Raises ProtocolError on a malformed
-        reply, InstrumentTimeout if the device does not answer."""
-        snap = {"sampling": value(self.sampling_time(), "s"),
-                "coincidence_window": value(self.coincidence_window(), "ps")}
-        for ch in self.channels():
-            snap[f"delay_{letter(ch)}"] = value(self.delay(ch), "ps")
-        return snap
+        self.write_setting("coincidence_window", window_ps)
 
     @abstractmethod
     def read(self, wait_new: bool = True) -> CounterReading:

@@ -10,6 +10,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from qlab.errors import InstrumentError, InstrumentTimeout
+from qlab.instruments.cache import SettingsCache
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,12 @@ class InstrumentHandle:
         if threading.current_thread() is self._thread:  # re-entrant use from inside a call
             return self._resolve(method)(*args, **kwargs)
         return self.submit(method, *args, **kwargs).result(timeout)
+
+    @property
+    def cache(self) -> SettingsCache:
+        """The instrument's settings cache: last known value of each setting, updated on every set and
+        every read (snapshot, poll). Reading it never touches the device; listeners hear about changes."""
+        return self.instrument.cache
 
     def __getattr__(self, attr: str) -> Any:
         target = getattr(self.instrument, attr)

@@ -6,33 +6,42 @@ from abc import abstractmethod
 from typing import Any
 
 from qlab.errors import InterlockError
-from qlab.instruments.base import Instrument, value
+from qlab.instruments.base import Instrument
+from qlab.instruments.settings import bind
 
 
 class Laser(Instrument):
     kind = "laser"
+    SETTINGS = bind(
+        "laser",
+        output=("output", "set_output"),  # the public one: interlock checks apply whoever writes
+        current=("current_setpoint", "_set_current"),
+        power=(None, "_set_power"),
+        temperature=("temperature_setpoint", "_set_temperature"),
+        current_meas=("measured_current", None),
+        temperature_meas=("measured_temperature", None),
+        power_meas=("measured_power", None),
+        protection=("protection", None),
+    )
 
     # -- public, limit-checked API ---------------------------------------------------------------------
     def set_current(self, current_a: float) -> None:
         """Laser-diode current setpoint in A. Raises LimitError outside ``limits.current_a``, InstrumentError if not
         open or the device refuses, ProtocolError on a malformed reply, InstrumentTimeout if the device does not
         answer."""
-        self._require_open()
-        self._set_current(self.limits.check("current_a", current_a))
+        self.write_setting("current", current_a)
 
     def set_power(self, power_mw: float) -> None:
         """Optical power setpoint in mW (constant-power mode where the device has it). Raises LimitError outside
         ``limits.power_mw``, NotImplementedError where the model has no such mode, InstrumentError if not open or
         refused, ProtocolError on a malformed reply, InstrumentTimeout if the device does not answer."""
-        self._require_open()
-        self._set_power(self.limits.check("power_mw", power_mw))
+        self.write_setting("power", power_mw)
 
     def set_temperature(self, temperature_c: float) -> None:
         """TEC temperature setpoint in °C. Raises LimitError outside ``limits.temperature_c``, InstrumentError if not
         open or the device refuses, ProtocolError on a malformed reply, InstrumentTimeout if the device does not
         answer."""
-        self._require_open()
-        self._set_temperature(self.limits.check("temperature_c", temperature_c))
+        self.write_setting("temperature", temperature_c)
 
     def set_output(self, on: bool) -> None:
         """Switch the laser emission. Switching on checks the current setpoint against ``limits.current_a``
@@ -48,32 +57,15 @@ class Laser(Instrument):
                 raise InterlockError(self.name, f"cannot switch on: protection tripped {trips}")
         self._set_output(bool(on))
         if on and not self.output():
+            self.record_set(self.SETTINGS["output"], False)
             raise InterlockError(self.name, f"output did not switch on (protection: {self.protection()})")
+        self.record_set(self.SETTINGS["output"], bool(on))
 
     def safe_state(self) -> None:
         """Output off (nothing if not open). Errors as ``set_output``."""
         if self._is_open:
             self._set_output(False)
-
-    def apply_settings(self, settings: dict[str, Any]) -> None:
-        """Apply instruments.yaml ``settings``: current_a (A), power_mw (mW), temperature_c (°C). Raises
-        InstrumentError for any other key, and what each setter raises."""
-        setters = {"current_a": self.set_current, "power_mw": self.set_power,
-                   "temperature_c": self.set_temperature}
-        for key, v in settings.items():
-            if key not in setters:
-                super().apply_settings({key: v})
-            setters[key](v)
-
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        """Setpoints and readbacks with units (A, °C, mW, protection trips). Raises ProtocolError on a malformed
-        reply, InstrumentTimeout if the device does not answer."""
-        return {"output": value(self.output(), "bool"), "current_set": value(self.current_setpoint(), "A"),
-                "current_meas": value(self.measured_current(), "A"),
-                "temperature_set": value(self.temperature_setpoint(), "°C"),
-                "temperature_meas": value(self.measured_temperature(), "°C"),
-                "power_meas": value(self.measured_power(), "mW"),
-                **{f"protection_{k}": value(v, "tripped") for k, v in self.protection().items()}}
+            self.record_set(self.SETTINGS["output"], False)
 
     def status(self) -> dict[str, Any]:
         """Open flag, model, output state and protection trips. Raises ProtocolError on a malformed reply,

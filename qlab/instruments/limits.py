@@ -7,10 +7,9 @@ from collections.abc import Mapping
 
 from qlab.config.schema import Limit
 from qlab.errors import LimitError
+from qlab.settings_spec import LIMIT_UNITS
 
-UNITS = {"current_a": "A", "power_mw": "mW", "temperature_c": "°C", "bias_v": "V", "bias_current_ua": "µA",
-         "efficiency": "", "dead_time_ns": "ns", "threshold_v": "V", "delay_ps": "ps", "trigger_level_v": "V",
-         "position_deg": "deg", "coincidence_window_ps": "ps", "sampling_s": "s"}
+UNITS = LIMIT_UNITS  # unit of each limit quantity, from the kinds' settings tables
 
 
 class Limits:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any
 
 from qlab.errors import InstrumentError, InstrumentTimeout
-from qlab.instruments.base import Instrument, value
+from qlab.instruments.base import Instrument
+from qlab.instruments.settings import bind
 
 
 class PolarizationController(Instrument):
     kind = "polarization"
     poll_interval_s = 0.02
     move_timeout_s = 30.0
+    # Writing a position moves and waits (move_absolute); the cache records the target once there.
+    SETTINGS = bind("polarization",
+                    position=("position", lambda inst, axis, deg: inst.move_absolute(deg, axis)))
 
     def axes(self) -> list[str]:
         """Configured axis names (``axes`` of the config; "0" for a single unnamed axis)."""
@@ -33,21 +36,22 @@ class PolarizationController(Instrument):
         LimitError outside ``limits.position_deg``, InstrumentError for an unknown axis, a closed instrument or a
         device refusal, InstrumentTimeout if the move outlasts ``move_timeout_s`` s or the device is silent,
         ProtocolError on a malformed reply."""
-        self._require_open()
-        ax = self._axis(axis)
-        self._move_absolute(ax, self.limits.check("position_deg", position_deg))
+        s, ax, target = self.check_setting("position", position_deg, axis)
+        self._move_absolute(ax, target)
         if wait:
             self.wait(ax)
+            self.record_set(s, target, ax)
 
     def move_relative(self, delta_deg: float, axis: str | None = None, wait: bool = True) -> None:
         """Move ``axis`` by ``delta_deg`` degrees; the resulting position is checked against ``limits.position_deg``
         first. Errors as ``move_absolute``."""
         self._require_open()
         ax = self._axis(axis)
-        self.limits.check("position_deg", self.position(ax) + delta_deg)
+        target = self.limits.check("position_deg", self.position(ax) + delta_deg)
         self._move_relative(ax, float(delta_deg))
         if wait:
             self.wait(ax)
+            self.record_set(self.SETTINGS["position"], target, ax)
 
     def home(self, axis: str | None = None, wait: bool = True) -> None:
         """Move ``axis`` to its home position (0°). Errors as ``move_absolute`` (no LimitError)."""
@@ -70,19 +74,6 @@ class PolarizationController(Instrument):
     def positions(self) -> dict[str, float]:
         """Position of every axis in degrees. Errors as ``position``."""
         return {ax: self.position(ax) for ax in self.axes()}
-
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        """Each axis's position in degrees. Errors as ``position``."""
-        return {f"position_{ax}": value(pos, "deg") for ax, pos in self.positions().items()}
-
-    def apply_settings(self, settings: dict[str, Any]) -> None:
-        """``position_deg`` (the only axis) or ``position_deg.AXIS`` in degrees; each moves and waits. Raises
-        InstrumentError for any other key, and what ``move_absolute`` raises."""
-        for key, v in settings.items():
-            if not key.startswith("position_deg"):
-                super().apply_settings({key: v})
-            axis = key.removeprefix("position_deg").lstrip(".") or None
-            self.move_absolute(float(v), axis)
 
     @abstractmethod
     def _move_absolute(self, axis: str, position_deg: float) -> None: ...

@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any
 
-from qlab.instruments.base import value
 from qlab.instruments.inputs import InputInstrument
+from qlab.instruments.settings import bind
 from qlab.types import TagChunk
 
 
 class TimeTagger(InputInstrument):
     kind = "tagger"
     poll_interval_s = 0.05
+    SETTINGS = bind("tagger", delay=("delay", "_set_delay"), trigger_level=("trigger_level", "_set_trigger_level"))
 
     def set_trigger_level(self, channel: int, level_v: float) -> None:
         """Discriminator level of input ``channel`` in V. Raises LimitError outside ``limits.trigger_level_v``,
         InstrumentError for an unknown channel, a closed instrument or a device refusal, ProtocolError on a malformed
         reply, InstrumentTimeout if the device does not answer."""
-        self._require_open()
-        self._check_channel(channel)
-        self._set_trigger_level(channel, self.limits.check("trigger_level_v", level_v))
+        self.write_setting("trigger_level", level_v, channel)
 
     def acquire(self, duration_s: float) -> TagChunk:
         """Stream for ``duration_s`` seconds of tagger time and return everything in one chunk.
@@ -40,27 +38,6 @@ class TimeTagger(InputInstrument):
                 chunks.append(chunk)
                 covered = chunks[-1].t_stop_ps - chunks[0].t_start_ps
         return TagChunk.concatenate(chunks)
-
-    def apply_settings(self, settings: dict[str, Any]) -> None:
-        """Apply instruments.yaml ``settings``: delays_ps ({input: ps}) and trigger_levels_v ({input: V}). Raises
-        InstrumentError for any other key, and what the setters raise."""
-        for key, v in settings.items():
-            if key == "delays_ps":
-                self._apply_delays(v)
-            elif key == "trigger_levels_v":
-                for ch, lv in dict(v).items():
-                    self.set_trigger_level(int(ch), float(lv))
-            else:
-                super().apply_settings({key: v})
-
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        """Delay (ps) and trigger level (V) of every input. Raises ProtocolError on a malformed reply,
-        InstrumentTimeout if the device does not answer."""
-        snap: dict[str, dict[str, Any]] = {}
-        for ch in self.channels():
-            snap[f"delay_ch{ch}"] = value(self.delay(ch), "ps")
-            snap[f"trigger_level_ch{ch}"] = value(self.trigger_level(ch), "V")
-        return snap
 
     @abstractmethod
     def _set_trigger_level(self, channel: int, level_v: float) -> None: ...
