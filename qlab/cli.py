@@ -163,6 +163,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     result = analyze_file(args.file, roles=args.roles, window_ps=args.window_ps, find=args.find_delays,
                           config_path=args.config, protocol=args.protocol)
+    if result.get("secret"):
+        print(f"qlab analyze: WARNING: {result['warning']}", file=sys.stderr)
     if args.json:
         emit_json(result)
     else:

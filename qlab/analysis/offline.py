@@ -30,6 +30,24 @@ def parse_roles(text: str) -> dict[str, int]:
     return roles
 
 
+SECRET_NOTE = ("this file holds SECRET raw detection data of a QKD key run (written with keep_raw): anyone "
+               "holding it can rebuild the key; keep it owner-only and delete it when done")
+
+
+def raw_data_status(path: str | Path) -> dict[str, Any]:
+    """What a file says about key material: ``secret`` (raw data of a key run, written on request) and
+    ``withheld_tags`` (tags a key run counted but did not record). Empty for files that are not qlab's."""
+    p = Path(path)
+    with open(p, "rb") as f:
+        if not f.read(8).startswith(b"\x89HDF"):
+            return {}
+    from qlab.storage.reader import RunReader
+
+    with RunReader(p) as r:
+        return {"secret": r.secret, "withheld_tags": sum(r.withheld_tags(i) for i in range(len(r.groups))),
+                "tags": sum(r.n_tags(i) for i in range(len(r.groups)))}
+
+
 def open_stream(path: str | Path) -> tuple[Iterator[TagChunk], Any]:
     """Chunks of the first tagger's stream, and a closer. Picks the reader from the file's content."""
     p = Path(path)
@@ -59,6 +77,11 @@ def analyze_file(path: str | Path, roles: str | None = None, window_ps: int | No
 
     if protocol not in (None, "bbm92"):
         raise NotBuiltError(f"qlab analyze --protocol {protocol} is not built yet; bbm92 is")
+    status = raw_data_status(path) if Path(path).is_file() else {}
+    if protocol and not status.get("secret") and status.get("withheld_tags"):
+        raise QlabError(f"{path}: this run file holds no raw detection data: a QKD key run records only "
+                        f"statistics ({status['withheld_tags']} tags were withheld because they were secret). "
+                        "Run qkd with keep_raw=true to keep them in a separate owner-only file.")
     cfg = load_config(config_path)
     if roles:
         role_map = parse_roles(roles)
@@ -120,6 +143,9 @@ def analyze_file(path: str | Path, roles: str | None = None, window_ps: int | No
         out["qber"] = {"Z": ez / sz if sz else None, "X": ex / sx if sx else None}
     if protocol == "bbm92":
         out.update(_distill_file(kept, role_map, delays, window, res.exposure_s))
+    if status.get("secret"):
+        out["secret"] = True
+        out["warning"] = SECRET_NOTE
     return out
 
 

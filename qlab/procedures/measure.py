@@ -49,9 +49,11 @@ class Measurement:
 
 
 def integrate(ctx: RunContext, duration_s: float, keep_events: bool = False,
-              delays_ps: dict[int, int] | None = None) -> Measurement:
+              delays_ps: dict[int, int] | None = None, secret: bool = False) -> Measurement:
     """Acquire ``duration_s`` of tags, append them to the run file, count singles/coincidences/accidentals.
 
+    ``secret``: the tags are raw data of a key run; the run file then only counts them (duration, gaps and
+    the number of tags withheld), since anyone holding them could rebuild the key.
     Delays are applied by the tagger itself (calibration records set its input delays), so counting uses
     ``delays_ps`` only when given (offline re-analysis).
     """
@@ -60,7 +62,10 @@ def integrate(ctx: RunContext, duration_s: float, keep_events: bool = False,
     chunk = lab[tagger].acquire(duration_s)
     ctx.note_acquisition()
     if ctx.runfile is not None:
-        ctx.runfile.append_tags(chunk, tagger)
+        if secret:
+            ctx.runfile.withhold_tags(chunk, tagger)
+        else:
+            ctx.runfile.append_tags(chunk, tagger)
     roles = role_channels(lab)
     a = lab.config.analysis
     result = count(chunk, sorted(roles.values()), a.window_ps, delays_ps, a.accidentals_offset_ps, keep_events)

@@ -1,9 +1,11 @@
 """`qkd`: BBM92 key distillation from a timestamp stream on the lab, or decoy-state BB84 on the simulated
 lab's weak-coherent transmitter; both parties in this process.
 
-Keys go to owner-only key stores under the data directory, never to the run file or the log; the run file
-keeps statistics (QBER, lengths, leaked bits, ε, rates). The channel's PLOB bound is simulation truth: the
-run engine records it under ``simulation_truth``, not in these results.
+Keys go to owner-only key stores under the data directory (only after both parties confirmed the block),
+never to the run file or the log. The run file keeps statistics (QBER, lengths, leaked bits, ε, rates,
+authentication cost) and no raw detection data: anyone holding a key run's tags could rebuild the key.
+``keep_raw`` writes them to a separate owner-only file under ``<data>/secret/``, marked secret. The channel's
+PLOB bound is simulation truth: the run engine records it under ``simulation_truth``, not in these results.
 
 Restores: BBM92 puts the analyzer angles and the laser state back after acquiring; BB84 moves nothing (its
 transmitter exists only in the simulated lab and is reached through ``lab.simulation_service``).
@@ -11,6 +13,8 @@ transmitter exists only in the simulated lab and is reached through ``lab.simula
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,8 +27,10 @@ from qlab.procedures.restore import restoring
 from qlab.procedures.visibility import set_analyzers
 from qlab.qkd.bbm92 import QkdParams
 from qlab.qkd.decoy_bb84 import PORT_BASIS_BIT, DecoySource, alice_choices, pulse_slots
-from qlab.qkd.keystore import KeyStore
+from qlab.qkd.keystore import AUTH_MODES, KeyStore, lab_authenticators
 from qlab.qkd.pipeline import distill, distill_bb84
+from qlab.storage.runfile import RunFile
+from qlab.types import TagChunk
 
 
 def bob_receiver(lab: Lab) -> tuple[dict[int, str], dict[int, int], float]:
@@ -55,7 +61,7 @@ def run_bb84(lab: Lab, source: DecoySource, duration_s: float, params: QkdParams
     Alice's choices recomputed from her transmitter's QRNG key, then ``distill_bb84``.
 
     The private randomness (Alice's QRNG key, the channel, Bob's squashing coins) is fresh from the OS
-    unless ``private_seed`` is given, which tests do to be reproducible; ``params.seed`` is public.
+    unless ``private_seed`` is given, which tests do to be reproducible; public randomness is always fresh.
     Raises QlabError on hardware, without Bob's four detectors, or when the pulse period is too short for
     the detector jitter."""
     transmitter = lab.simulation_service("bb84_transmitter")
@@ -80,8 +86,12 @@ class QkdProcedure(Procedure):
         "integration_s": Param(10.0, "s", "acquisition time of one key block", 0.1, 3600),
         "eps_sec": Param(1e-10, "", "secrecy parameter", 1e-20, 1e-3),
         "eps_cor": Param(1e-15, "", "correctness parameter", 1e-20, 1e-3),
+        "qber_tol": Param(0.08, "", "tolerated error rate, fixed before the run: a block whose QBER estimate "
+                          "exceeds it aborts; the key length assumes it", 0.0, 0.11),
         "store_keys": Param(True, "", "append final keys to the owner-only key stores"),
-        "seed": Param(0, "", "seed of the public randomness (sampling, permutations, hashes)"),
+        "auth": Param("hmac", "", "classical-channel authentication: hmac (pre-shared key, lab mode) or "
+                      "wegman-carter (consumes key, subtracted from the net key rate)"),
+        "keep_raw": Param(False, "", "bbm92: also write the raw tags to a separate owner-only secret file"),
         "rep_rate_hz": Param(10e6, "Hz", "bb84: pulse repetition rate of the transmitter", 1e3, 1e10),
         "mu_signal": Param(0.5, "", "bb84: mean photon number of signal pulses", 0.0, 5.0),
         "mu_decoy": Param(0.1, "", "bb84: mean photon number of decoy pulses", 0.0, 5.0),
@@ -94,18 +104,49 @@ class QkdProcedure(Procedure):
             return self._bb84(ctx)
         if self.protocol != "bbm92":
             raise QlabError(f"unknown protocol {self.protocol!r}; expected bbm92 or bb84")
+        if self.auth not in AUTH_MODES:
+            raise QlabError(f"qkd: unknown auth {self.auth!r}; expected one of {', '.join(AUTH_MODES)}")
         lab = ctx.lab
         with restoring(lab):
             light_on(lab)
             set_analyzers(lab, 0.0, 0.0)
             ctx.progress(0.05, "acquiring")
-            m = integrate(ctx, self.integration_s)
+            m = integrate(ctx, self.integration_s, secret=True)
+        raw_file = self._write_raw(ctx, m.chunk) if self.keep_raw else None
         ctx.progress(0.6, "sifting, estimation, error correction, privacy amplification")
         params = QkdParams(window_ps=lab.config.analysis.window_ps, eps_sec=self.eps_sec, eps_cor=self.eps_cor,
-                           seed=int(self.seed))
-        stats, key_a, key_b = distill(m.chunk, m.roles, params, m.result.exposure_s)
-        self._keep_keys(lab, stats, key_a, key_b)
+                           qber_tol=self.qber_tol)
+        kdir = lab.data_dir / "keys"
+        auth_a, auth_b, provisioned = lab_authenticators(kdir, self.auth)
+        sinks = (None, None)
+        if self.store_keys:
+            sinks = (lambda bits, block_id: KeyStore(kdir / "alice.keys").append(bits, block_id),
+                     lambda bits, block_id: KeyStore(kdir / "bob.keys").append(bits, block_id))
+        stats, key_a, key_b = distill(m.chunk, m.roles, params, m.result.exposure_s, (auth_a, auth_b), sinks)
+        stats["auth"]["provisioned_now"] = provisioned
+        if key_a is not None:
+            stats["keys_identical"] = bool(np.array_equal(key_a, key_b))
+            if self.store_keys:
+                stats["key_id"] = stats["block_id"]
+                stats["key_stores"] = [str(kdir / "alice.keys"), str(kdir / "bob.keys")]
+        if raw_file is not None:
+            stats["raw_file"] = str(raw_file)
         return stats
+
+    def _write_raw(self, ctx: RunContext, chunk: TagChunk) -> Path:
+        """The key run's tags, in a separate owner-only run file marked secret (``keep_raw``)."""
+        stem = ctx.runfile.path.stem if ctx.runfile is not None else time.strftime("%Y%m%d-%H%M%S")
+        base = ctx.lab.data_dir / "secret"
+        path, i = base / f"{stem}-qkd-raw.h5", 1
+        while path.exists():
+            path, i = base / f"{stem}-qkd-raw-{i}.h5", i + 1
+        tagger = ctx.lab.names("tagger")[0]
+        with RunFile(path, taggers=[tagger], procedure="qkd-raw", parameters=self.values,
+                     config_text=ctx.lab.loaded.text, config_path=ctx.lab.loaded.path,
+                     description="qlab SECRET raw data of a QKD key run", secret=True) as raw:
+            raw.append_tags(chunk, tagger)
+            raw.finish()
+        return path
 
     def _bb84(self, ctx: RunContext) -> dict[str, Any]:
         lab = ctx.lab
@@ -119,7 +160,7 @@ class QkdProcedure(Procedure):
         except ValueError as exc:
             raise QlabError(f"qkd --protocol bb84: {exc}") from None
         ctx.progress(0.05, "transmitting decoy-state pulses")
-        params = QkdParams(eps_sec=self.eps_sec, eps_cor=self.eps_cor, seed=int(self.seed))
+        params = QkdParams(eps_sec=self.eps_sec, eps_cor=self.eps_cor, qber_tol=self.qber_tol)
         ctx.progress(0.3, "sifting, decoy estimation, error correction, privacy amplification")
         stats, key_a, key_b = run_bb84(lab, source, float(self.integration_s), params)
         ctx.note_acquisition()  # the simulation's truth now includes the transmitter's channel
@@ -142,6 +183,11 @@ class QkdProcedure(Procedure):
         head = f"QBER Z {fmt(q['Z'])}, X {fmt(q['X'])}; sifted {r['sifted_bits']} bits; "
         if r["aborted"]:
             return head + f"ABORTED ({r['abort_reason']}): no key"
-        return head + (f"secret {r['secret_bits']} bits ({r['secret_key_rate_bps']:.0f} bit/s), "
-                       f"EC efficiency {r['ec_efficiency']:.3f}")
+        net = ""
+        if r.get("auth", {}).get("consumed_bits"):
+            net = (f", net {r['net_secret_bits']} bits ({r['net_key_rate_bps']:.0f} bit/s) after "
+                   f"{r['auth']['consumed_bits']} bits of Wegman–Carter key")
+        eff = "—" if r["ec_efficiency"] is None else f"{r['ec_efficiency']:.3f}"
+        return head + (f"secret {r['secret_bits']} bits ({r['secret_key_rate_bps']:.0f} bit/s){net}, "
+                       f"EC efficiency {eff}")
 

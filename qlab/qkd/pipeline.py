@@ -13,7 +13,7 @@ import numpy as np
 
 from qlab.errors import QlabError
 from qlab.qkd.bb84 import Bb84Alice, Bb84Bob, Choices
-from qlab.qkd.bbm92 import PORTS, QkdParams, run_in_process, run_parties
+from qlab.qkd.bbm92 import PORTS, Auth, KeySink, QkdParams, run_in_process, run_parties
 from qlab.qkd.decoy_bb84 import DecoySource
 from qlab.types import TagChunk
 
@@ -44,15 +44,31 @@ def block_stats(protocol: str, alice: Any, bob: Any, params: QkdParams, duration
             "qber_z_corrected": s.qber_z_corrected, "statistical_deviation": s.statistical_deviation,
             "eps_sec": params.eps_sec, "eps_cor": params.eps_cor, "aborted": aborted,
             "abort_reason": s.abort_reason or bob.stats.abort_reason, "verified": s.verified,
-            "messages": s.messages, "duration_s": duration_s}
+            "messages": s.messages, "duration_s": duration_s, **auth_stats(alice, bob, aborted, duration_s),
+            "qber_tol": params.qber_tol,
+            "multi_click_events": {"alice": alice.stats.multi_click_events, "bob": bob.stats.multi_click_events}}
+
+
+def auth_stats(alice: Any, bob: Any, aborted: bool, duration_s: float) -> dict[str, Any]:
+    """Authentication cost of the block: tags sent, key they consumed (Wegman–Carter pads, both directions),
+    and the net key (committed bits left after refilling the pads) and its rate."""
+    consumed = alice.ch.auth.consumed_bits + bob.ch.auth.consumed_bits
+    net = 0 if aborted else alice.stats.net_secret_bits
+    return {"auth": {"mode": alice.ch.auth.mode, "tags": alice.ch.auth.tags_sent + bob.ch.auth.tags_sent,
+                     "consumed_bits": consumed},
+            "net_secret_bits": net, "net_key_rate_bps": net / duration_s if duration_s > 0 else 0.0,
+            "confirmed": bool(alice.stats.confirmed and bob.stats.confirmed), "block_id": alice.stats.block_id}
 
 
 def distill(chunk: TagChunk, roles: dict[str, int], params: QkdParams, duration_s: float,
-            auth_key: bytes | None = None) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
-    """Run both BBM92 parties on ``chunk``. Returns (statistics for users, Alice's key, Bob's key)."""
+            auth_key: Auth | None = None, sinks: tuple[KeySink | None, KeySink | None] = (None, None),
+            ) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
+    """Run both BBM92 parties on ``chunk``. Returns (statistics for users, Alice's key, Bob's key); the keys
+    are the committed ones (also handed to ``sinks``), None unless both parties confirmed.
+    ``auth_key``: pre-shared HMAC key or (Alice's, Bob's) authenticators; default a fresh in-process key."""
     ta, pa = party_clicks(chunk, roles, "alice")
     tb, pb = party_clicks(chunk, roles, "bob")
-    alice, bob = run_in_process(ta, pa, tb, pb, params, auth_key or os.urandom(32))
+    alice, bob = run_in_process(ta, pa, tb, pb, params, auth_key or os.urandom(32), sinks=sinks)
     stats = block_stats("bbm92", alice, bob, params, duration_s)
     return stats, (None if stats["aborted"] else alice.key), (None if stats["aborted"] else bob.key)
 

@@ -127,6 +127,17 @@ class RunReader:
         return self._json_log("results_log")
 
     @property
+    def secret(self) -> bool:
+        """True for a file of raw detection data of a key run (written on request, owner-only)."""
+        return bool(self.is_qlab and self.f["user/qlab/metadata"].attrs.get("secret", False))
+
+    def withheld_tags(self, group: int = 0) -> int:
+        """Tags of this tagger that a key run counted but did not record (they were secret)."""
+        if self.is_qlab and "withheld_tags" in self.f["user/qlab"]:
+            return int(self.f["user/qlab/withheld_tags"][group])
+        return 0
+
+    @property
     def complete(self) -> bool:
         return bool(self.is_qlab and self.f["user/qlab/status"][0] == 1)
 
@@ -139,5 +150,6 @@ class RunReader:
                 "duration_s": {g: self.duration_s(i) for i, g in enumerate(self.groups)},
                 "bytes_per_tag": (self.path.stat().st_size / max(1, sum(self.n_tags(i)
                                                                         for i in range(len(self.groups))))),
-                "settings_entries": len(self.settings_log()),
+                "settings_entries": len(self.settings_log()), "secret": self.secret,
+                "withheld_tags": {g: self.withheld_tags(i) for i, g in enumerate(self.groups)},
                 "results": [r["name"] for r in self.results()]}

@@ -10,7 +10,9 @@ Layout::
     /identity, /setup, /provenance   Photon-HDF5 descriptive groups
     /user/qlab
         metadata               attrs: procedure, parameters (JSON), start_time, software_version,
-                               config_text, config_path, taggers (JSON)
+                               config_text, config_path, taggers (JSON), secret (bool: raw data of a key
+                               run, owner-only)
+        withheld_tags          int64 per tagger: tags not recorded because they were secret (key runs)
         settings_log           JSON lines: {"time", "instrument", "settings": {name: {value, unit}}}
         results_log            JSON lines: {"time", "name", "data"}
         gaps_<i>               (N, 2) int64 ps intervals lost to overflow, per tagger
@@ -20,11 +22,16 @@ The file is opened in SWMR (single-writer/multi-reader) mode after creation; eve
 followed by a flush, so a reader (the GUI, ``qlab info``) sees data while the run goes on, and a
 killed writer leaves a file holding every chunk flushed before the kill. Reading needs h5py plus
 ``import hdf5plugin`` (which registers the bitshuffle filter).
+
+Raw detection data of a QKD key run is secret: ordinary run files only count it (``withhold_tags``); it is
+written only on request to a separate file made with ``secret=True`` (0600 in a 0700 directory, marked in
+its metadata).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +41,7 @@ import hdf5plugin
 import numpy as np
 
 from qlab import __version__
+from qlab.storage.secret import FILE_MODE, create_secret_file
 from qlab.types import TagChunk
 
 CHUNK_TAGS = 1 << 16
@@ -93,12 +101,18 @@ class RunFile:
 
     def __init__(self, path: str | Path, *, taggers: list[str], procedure: str = "",
                  parameters: dict[str, Any] | None = None, config_text: str = "", config_path: str = "",
-                 description: str = ""):
+                 description: str = "", secret: bool = False):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.secret = secret
+        if secret:  # owner-only before a byte is written (HDF5 truncates the file and keeps its mode)
+            create_secret_file(self.path)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self.taggers = list(taggers)
         # v1.10 format: needed for SWMR, and readable by every HDF5 >= 1.10 (PyTables-based tools too).
         self.f = h5py.File(self.path, "w", libver=("v110", "v110"))
+        if secret:
+            os.chmod(self.path, FILE_MODE)
         f = self.f
         f.attrs["format_name"] = "Photon-HDF5"
         f.attrs["format_version"] = "0.5"
@@ -148,6 +162,10 @@ class RunFile:
         meta.attrs["config_text"] = config_text
         meta.attrs["config_path"] = config_path
         meta.attrs["taggers"] = json.dumps(self.taggers)
+        meta.attrs["secret"] = bool(secret)
+        if secret:
+            meta.attrs["secret_note"] = ("SECRET: raw detection data of a QKD key run; anyone holding this file "
+                                         "can rebuild the key. Owner-only; delete when no longer needed.")
         self._settings = q.create_dataset("settings_log", shape=(0,), maxshape=(None,), dtype=_STR,
                                           chunks=(64,))
         self._results = q.create_dataset("results_log", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(64,))
@@ -156,6 +174,7 @@ class RunFile:
                                                chunks=(256, 2)))
         self._status = q.create_dataset("status", data=np.zeros(1, np.int8))
         self._duration = q.create_dataset("duration_s", data=np.zeros(len(self.taggers)))
+        self._withheld = q.create_dataset("withheld_tags", data=np.zeros(len(self.taggers), np.int64))
         f.swmr_mode = True
         f.flush()
         self.closed = False
@@ -177,6 +196,19 @@ class RunFile:
             g.resize((old + len(chunk.gaps), 2))
             g[old:] = chunk.gaps
         self._duration[i] = self._duration[i] + chunk.duration_s
+        self.f.flush()
+
+    def withhold_tags(self, chunk: TagChunk, tagger: str | int = 0) -> None:
+        """Account for a secret chunk without recording its tags: duration and overflow gaps are kept (they
+        say nothing about the key), the tags are only counted (``/user/qlab/withheld_tags``)."""
+        i = tagger if isinstance(tagger, int) else self.taggers.index(tagger)
+        if len(chunk.gaps):
+            g = self._gaps[i]
+            old = g.shape[0]
+            g.resize((old + len(chunk.gaps), 2))
+            g[old:] = chunk.gaps
+        self._duration[i] = self._duration[i] + chunk.duration_s
+        self._withheld[i] = self._withheld[i] + len(chunk)
         self.f.flush()
 
     def _append_json(self, ds: h5py.Dataset, record: dict[str, Any]) -> None:
