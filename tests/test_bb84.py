@@ -150,3 +150,20 @@ def test_a_failing_party_ends_the_session_for_both() -> None:
     assert alice.stats.aborted and "ValueError: transmitter log unreadable" in alice.stats.abort_reason
     assert bob.stats.aborted and "the other party aborted: ValueError" in bob.stats.abort_reason
     assert alice.key is None and bob.key is None
+
+
+def test_bb84_procedure_commits_one_block_to_both_stores_under_one_id(make_lab) -> None:
+    """BB84 keys reach the key stores through the parties' commit sinks (after both confirmed), with
+    Wegman-Carter authentication consuming key that is subtracted from the net rate."""
+    from qlab.qkd.keystore import KeyStore
+
+    lab = make_lab()
+    r = RunEngine(lab).run(QkdProcedure(protocol="bb84", integration_s=2.0, auth="wegman-carter"), record=False)
+    assert not r["aborted"], r["abort_reason"]
+    assert r["confirmed"] and r["keys_identical"]
+    kdir = lab.data_dir / "keys"
+    (id_a, key_a), = KeyStore(kdir / "alice.keys").read()
+    (id_b, key_b), = KeyStore(kdir / "bob.keys").read()
+    assert id_a == id_b and r["key_id"] in (id_a, id_a.hex())
+    assert np.array_equal(key_a, key_b) and key_a.size == r["net_secret_bits"]  # pads refilled first
+    assert r["auth"]["consumed_bits"] > 0 and r["net_secret_bits"] == r["secret_bits"] - r["auth"]["consumed_bits"]

@@ -25,7 +25,7 @@ from qlab.procedures.engine import Param, Procedure, RunContext
 from qlab.procedures.measure import integrate, light_on
 from qlab.procedures.restore import restoring
 from qlab.procedures.visibility import set_analyzers
-from qlab.qkd.bbm92 import QkdParams
+from qlab.qkd.bbm92 import Auth, KeySink, QkdParams
 from qlab.qkd.decoy_bb84 import PORT_BASIS_BIT, DecoySource, alice_choices, pulse_slots
 from qlab.qkd.keystore import AUTH_MODES, KeyStore, lab_authenticators
 from qlab.qkd.pipeline import distill, distill_bb84
@@ -54,7 +54,8 @@ def bob_receiver(lab: Lab) -> tuple[dict[int, str], dict[int, int], float]:
 
 
 def run_bb84(lab: Lab, source: DecoySource, duration_s: float, params: QkdParams,
-             auth_key: bytes | None = None, private_seed: int | None = None,
+             auth_key: Auth | None = None, private_seed: int | None = None,
+             sinks: tuple[KeySink | None, KeySink | None] = (None, None),
              ) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
     """Decoy BB84 over ``duration_s`` s of pulses from the lab's decoy-state transmitter (which exists only
     in the simulated lab: ``lab.simulation_service("bb84_transmitter")``): Bob's tags slotted to pulses,
@@ -75,7 +76,7 @@ def run_bb84(lab: Lab, source: DecoySource, duration_s: float, params: QkdParams
     chunk, _, n_pulses = transmitter.transmit(source, alice_key, duration_s, seed=channel_seq)
     index, basis, bit = pulse_slots(chunk, ports, delays, source.period_ps, np.random.default_rng(bob_seq))
     return distill_bb84(index, basis, bit, lambda idx: alice_choices(alice_key, source, idx), source, n_pulses,
-                        params, duration_s, auth_key)
+                        params, duration_s, auth_key, sinks)
 
 
 class QkdProcedure(Procedure):
@@ -100,12 +101,12 @@ class QkdProcedure(Procedure):
     }
 
     def execute(self, ctx: RunContext) -> dict[str, Any]:
+        if self.auth not in AUTH_MODES:
+            raise QlabError(f"qkd: unknown auth {self.auth!r}; expected one of {', '.join(AUTH_MODES)}")
         if self.protocol == "bb84":
             return self._bb84(ctx)
         if self.protocol != "bbm92":
             raise QlabError(f"unknown protocol {self.protocol!r}; expected bbm92 or bb84")
-        if self.auth not in AUTH_MODES:
-            raise QlabError(f"qkd: unknown auth {self.auth!r}; expected one of {', '.join(AUTH_MODES)}")
         lab = ctx.lab
         with restoring(lab):
             light_on(lab)
@@ -116,19 +117,8 @@ class QkdProcedure(Procedure):
         ctx.progress(0.6, "sifting, estimation, error correction, privacy amplification")
         params = QkdParams(window_ps=lab.config.analysis.window_ps, eps_sec=self.eps_sec, eps_cor=self.eps_cor,
                            qber_tol=self.qber_tol)
-        kdir = lab.data_dir / "keys"
-        auth_a, auth_b, provisioned = lab_authenticators(kdir, self.auth)
-        sinks = (None, None)
-        if self.store_keys:
-            sinks = (lambda bits, block_id: KeyStore(kdir / "alice.keys").append(bits, block_id),
-                     lambda bits, block_id: KeyStore(kdir / "bob.keys").append(bits, block_id))
-        stats, key_a, key_b = distill(m.chunk, m.roles, params, m.result.exposure_s, (auth_a, auth_b), sinks)
-        stats["auth"]["provisioned_now"] = provisioned
-        if key_a is not None:
-            stats["keys_identical"] = bool(np.array_equal(key_a, key_b))
-            if self.store_keys:
-                stats["key_id"] = stats["block_id"]
-                stats["key_stores"] = [str(kdir / "alice.keys"), str(kdir / "bob.keys")]
+        stats, key_a, key_b = self._distill_and_store(
+            lab, lambda auth, sinks: distill(m.chunk, m.roles, params, m.result.exposure_s, auth, sinks))
         if raw_file is not None:
             stats["raw_file"] = str(raw_file)
         return stats
@@ -162,20 +152,28 @@ class QkdProcedure(Procedure):
         ctx.progress(0.05, "transmitting decoy-state pulses")
         params = QkdParams(eps_sec=self.eps_sec, eps_cor=self.eps_cor, qber_tol=self.qber_tol)
         ctx.progress(0.3, "sifting, decoy estimation, error correction, privacy amplification")
-        stats, key_a, key_b = run_bb84(lab, source, float(self.integration_s), params)
+        stats, _, _ = self._distill_and_store(
+            lab, lambda auth, sinks: run_bb84(lab, source, float(self.integration_s), params, auth, sinks=sinks))
         ctx.note_acquisition()  # the simulation's truth now includes the transmitter's channel
-        self._keep_keys(lab, stats, key_a, key_b)
         return stats
 
-    def _keep_keys(self, lab, stats: dict[str, Any], key_a: np.ndarray | None, key_b: np.ndarray | None) -> None:
-        if key_a is None:
-            return
-        stats["keys_identical"] = bool(np.array_equal(key_a, key_b))
+    def _distill_and_store(self, lab: Lab, run: Any) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
+        """Run both parties with the lab's authenticators; each party's key store receives the block through
+        its sink only after both confirmed it, under the block id both agreed on."""
+        kdir = lab.data_dir / "keys"
+        auth_a, auth_b, provisioned = lab_authenticators(kdir, self.auth)
+        sinks: tuple[KeySink | None, KeySink | None] = (None, None)
         if self.store_keys:
-            kdir = lab.data_dir / "keys"
-            stats["key_id"] = KeyStore(kdir / "alice.keys").append(key_a).hex()
-            KeyStore(kdir / "bob.keys").append(key_b)
-            stats["key_stores"] = [str(kdir / "alice.keys"), str(kdir / "bob.keys")]
+            sinks = (lambda bits, block_id: KeyStore(kdir / "alice.keys").append(bits, block_id),
+                     lambda bits, block_id: KeyStore(kdir / "bob.keys").append(bits, block_id))
+        stats, key_a, key_b = run((auth_a, auth_b), sinks)
+        stats["auth"]["provisioned_now"] = provisioned
+        if key_a is not None:
+            stats["keys_identical"] = bool(np.array_equal(key_a, key_b))
+            if self.store_keys:
+                stats["key_id"] = stats["block_id"]
+                stats["key_stores"] = [str(kdir / "alice.keys"), str(kdir / "bob.keys")]
+        return stats, key_a, key_b
 
     def summary(self, r: dict[str, Any]) -> str:
         q = r["qber"]

@@ -74,15 +74,17 @@ def distill(chunk: TagChunk, roles: dict[str, int], params: QkdParams, duration_
 
 
 def distill_bb84(index: np.ndarray, basis: np.ndarray, bit: np.ndarray, choices: Choices, source: DecoySource,
-                 n_pulses: int, params: QkdParams, duration_s: float, auth_key: bytes | None = None,
+                 n_pulses: int, params: QkdParams, duration_s: float, auth_key: Auth | None = None,
+                 sinks: tuple[KeySink | None, KeySink | None] = (None, None),
                  ) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
     """Run both decoy-BB84 parties: Bob holds his clicks per pulse slot (``index``, ``basis``, ``bit``, from
     ``pulse_slots``), Alice only ``choices`` (pulse indices -> her basis, bit, intensity class). ``n_pulses``
-    pulses were sent over ``duration_s`` s. Returns (statistics for users, Alice's key, Bob's key)."""
+    pulses were sent over ``duration_s`` s. Returns (statistics for users, Alice's key, Bob's key); the keys
+    are the committed ones (also handed to ``sinks``), None unless both parties confirmed."""
     p = dataclasses.replace(params, sample_fraction=0.0)  # QBER_Z comes from Cascade; no Z sample
     alice, bob = run_parties(
         lambda ch: Bb84Alice(choices, source.intensities, source.probabilities, ch, p),
-        lambda ch: Bb84Bob(index, basis, bit, ch, p), auth_key or os.urandom(32))
+        lambda ch: Bb84Bob(index, basis, bit, ch, p), auth_key or os.urandom(32), sinks=sinks)
     stats = block_stats("bb84", alice, bob, params, duration_s)
     b = alice.bounds
     stats.update({"pulses": n_pulses, "clicks": int(np.asarray(index).size), "intensities": list(source.intensities),
