@@ -29,6 +29,46 @@ def _pair(ci, cj, d, half, acc_off, coinc, acc):
         acc[a, b] += 1
 
 
+@nb.njit(cache=True, inline="always")
+def _count_singles(c, lut, singles):
+    for j in range(c.size):
+        ci = lut[c[j] + LUT_OFFSET]
+        if ci >= 0:
+            singles[ci] += 1
+
+
+@nb.njit(cache=True, inline="always")
+def _walk_back_chunk(j, cj, t, c, lut, delay, half, acc_off, scan, coinc, acc):
+    """Pair tag j (dense index cj) with earlier tags of the chunk within ``scan`` ps of raw time. Returns the
+    index where the walk stopped (-1: it ran off the chunk's start)."""
+    tj = t[j]
+    tcj = tj - delay[cj]
+    i = j - 1
+    while i >= 0 and tj - t[i] <= scan:
+        ci = lut[c[i] + LUT_OFFSET]
+        if ci >= 0:
+            _pair(ci, cj, tcj - (t[i] - delay[ci]), half, acc_off, coinc, acc)
+        i -= 1
+    return i
+
+
+@nb.njit(cache=True, inline="always")
+def _walk_back(j, tail_t, tail_c, t, c, lut, delay, half, acc_off, scan, coinc, acc):
+    """Pair tag j with every earlier tag within ``scan`` ps of raw time, in the chunk and then the tail."""
+    cj = lut[c[j] + LUT_OFFSET]
+    if cj < 0:
+        return
+    if _walk_back_chunk(j, cj, t, c, lut, delay, half, acc_off, scan, coinc, acc) < 0:
+        tj = t[j]
+        tcj = tj - delay[cj]
+        k = tail_t.size - 1
+        while k >= 0 and tj - tail_t[k] <= scan:
+            ci = lut[tail_c[k] + LUT_OFFSET]
+            if ci >= 0:
+                _pair(ci, cj, tcj - (tail_t[k] - delay[ci]), half, acc_off, coinc, acc)
+            k -= 1
+
+
 @nb.njit(cache=True, nogil=True)
 def count_chunk(tail_t, tail_c, t, c, lut, delay, half, acc_off, scan, singles, coinc, acc):
     """Add singles, coincidences and off-peak (accidental) coincidences of chunk (t, c) to the counters.
@@ -39,10 +79,7 @@ def count_chunk(tail_t, tail_c, t, c, lut, delay, half, acc_off, scan, singles, 
     """
     n = t.size
     nt = tail_t.size
-    for j in range(n):
-        ci = lut[c[j] + LUT_OFFSET]
-        if ci >= 0:
-            singles[ci] += 1
+    _count_singles(c, lut, singles)
     prev = tail_t[nt - 1] if nt > 0 else np.int64(-(2**62))
     for j in range(n):
         tj = t[j]
@@ -50,23 +87,7 @@ def count_chunk(tail_t, tail_c, t, c, lut, delay, half, acc_off, scan, singles, 
             prev = tj
             continue
         prev = tj
-        cj = lut[c[j] + LUT_OFFSET]
-        if cj < 0:
-            continue
-        tcj = tj - delay[cj]
-        i = j - 1
-        while i >= 0 and tj - t[i] <= scan:
-            ci = lut[c[i] + LUT_OFFSET]
-            if ci >= 0:
-                _pair(ci, cj, tcj - (t[i] - delay[ci]), half, acc_off, coinc, acc)
-            i -= 1
-        if i < 0:
-            k = nt - 1
-            while k >= 0 and tj - tail_t[k] <= scan:
-                ci = lut[tail_c[k] + LUT_OFFSET]
-                if ci >= 0:
-                    _pair(ci, cj, tcj - (tail_t[k] - delay[ci]), half, acc_off, coinc, acc)
-                k -= 1
+        _walk_back(j, tail_t, tail_c, t, c, lut, delay, half, acc_off, scan, coinc, acc)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -83,33 +104,13 @@ def count_chunk_offset(tail_t, tail_c, t, c, lut, delay, half, acc_off, near_sca
     """
     n = t.size
     nt = tail_t.size
-    for j in range(n):
-        ci = lut[c[j] + LUT_OFFSET]
-        if ci >= 0:
-            singles[ci] += 1
+    _count_singles(c, lut, singles)
     # Tags whose reach extends into the tail, or with fewer than three predecessors: the full walk.
     j0 = 0
     while j0 < n and (j0 < 3 or (nt > 0 and t[j0] - far_hi <= tail_t[nt - 1])):
         j0 += 1
     for j in range(j0):
-        cj = lut[c[j] + LUT_OFFSET]
-        if cj < 0:
-            continue
-        tj = t[j]
-        tcj = tj - delay[cj]
-        i = j - 1
-        while i >= 0 and tj - t[i] <= far_hi:
-            ci = lut[c[i] + LUT_OFFSET]
-            if ci >= 0:
-                _pair(ci, cj, tcj - (t[i] - delay[ci]), half, acc_off, coinc, acc)
-            i -= 1
-        if i < 0:
-            k = nt - 1
-            while k >= 0 and tj - tail_t[k] <= far_hi:
-                ci = lut[tail_c[k] + LUT_OFFSET]
-                if ci >= 0:
-                    _pair(ci, cj, tcj - (tail_t[k] - delay[ci]), half, acc_off, coinc, acc)
-                k -= 1
+        _walk_back(j, tail_t, tail_c, t, c, lut, delay, half, acc_off, far_hi, coinc, acc)
     # The three previous times ride in registers and the tests combine without branches; the few tags
     # that pass are listed in ``work`` and walked afterwards, which keeps the hot loop small.
     t1 = t[j0 - 1] if j0 >= 1 else 0
@@ -128,19 +129,10 @@ def count_chunk_offset(tail_t, tail_c, t, c, lut, delay, half, acc_off, near_sca
                 | (d3 <= far_hi)):
             work[m] = j
             m += 1
-    for k in range(m):
-        j = work[k]
-        cj = lut[c[j] + LUT_OFFSET]
-        if cj < 0:
-            continue
-        tj = t[j]
-        tcj = tj - delay[cj]
-        i = j - 1
-        while i >= 0 and tj - t[i] <= far_hi:
-            ci = lut[c[i] + LUT_OFFSET]
-            if ci >= 0:
-                _pair(ci, cj, tcj - (t[i] - delay[ci]), half, acc_off, coinc, acc)
-            i -= 1
+    for k in range(m):  # these never reach the tail (j >= j0)
+        cj = lut[c[work[k]] + LUT_OFFSET]
+        if cj >= 0:
+            _walk_back_chunk(work[k], cj, t, c, lut, delay, half, acc_off, far_hi, coinc, acc)
 
 
 @nb.njit(cache=True, nogil=True)
