@@ -48,7 +48,12 @@ class ID120(SinglePhotonDetector):
         with self.transport.lock:
             self.transport.write_line(cmd)
             err = self._query("SYST:ERR?")
-        if not err.startswith(("0", "+0")):
+        code = err.partition(",")[0].strip()
+        try:
+            ok = int(code) == 0
+        except ValueError:
+            raise ProtocolError(self.name, f"SYST:ERR? answered {err!r}") from None
+        if not ok:
             raise InstrumentError(self.name, f"{cmd!r} refused: {err}")
 
     def _open(self) -> None:

@@ -125,7 +125,7 @@ class SwabianTimeTagger(TimeTagger):
             ch = np.asarray(buf.getChannels())
             types = np.asarray(buf.getEventTypes())
             t_start, t_stop = int(buf.tStart), int(buf.tGetData)
-        self._check_buffer(ts, ch, types, t_start, t_stop)
+        self._check_buffer(ts, ch, types)
         self._watch.update(t_stop > t_start)
         is_tag = types == TIME_TAG
         gaps = np.zeros((0, 2), np.int64)
@@ -139,7 +139,7 @@ class SwabianTimeTagger(TimeTagger):
             missed = int(np.asarray(buf.getMissedEvents()).sum()) if buf.size else 0
         return TagChunk(ts, ch.astype(np.int16), t_start, t_stop, gaps, missed)
 
-    def _check_buffer(self, ts: np.ndarray, ch: np.ndarray, types: np.ndarray, t_start: int, t_stop: int) -> None:
+    def _check_buffer(self, ts: np.ndarray, ch: np.ndarray, types: np.ndarray) -> None:
         """ProtocolError for a buffer no healthy device delivers: arrays of different lengths, unknown event types,
         tags on inputs the device does not have, time running backwards."""
         if not ts.shape == ch.shape == types.shape or ts.ndim != 1:
@@ -150,5 +150,3 @@ class SwabianTimeTagger(TimeTagger):
         tags = types == TIME_TAG
         if tags.any() and not np.isin(ch[tags], self._channels).all():
             raise ProtocolError(self.name, f"tags on inputs the device lacks: {np.unique(ch[tags])[:5]}")
-        if t_stop < t_start or (ts.size > 1 and np.any(np.diff(ts) < 0)):
-            raise ProtocolError(self.name, "stream buffer time runs backwards")
