@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from qlab.errors import InstrumentDisconnected, InstrumentTimeout
+from qlab.errors import InstrumentDisconnected, InstrumentError, InstrumentTimeout, ProtocolError
 from qlab.sim.faults import FAULT_KINDS, FaultPlan, parse_fault
 
 
@@ -88,3 +88,91 @@ def test_served_fault_after_first_connect(kind: str) -> None:
         stop.set()
         server.join(5)
     assert not server.is_alive()
+
+
+# -- every driver against every fault its simulator can inject --------------------------------------------------
+EXPECTED = {
+    "silent": (InstrumentTimeout,),
+    "disconnect": (InstrumentDisconnected,),
+    "garbage": (ProtocolError,),
+    "truncated": (ProtocolError, InstrumentTimeout),  # a cut line never completes; a cut frame/buffer is corrupt
+    "device-error": (InstrumentError,),
+}
+WIRE_MODELS = ["abacus", "dlcpro", "eos", "ell14", "epc400", "id120", "itc4001", "k10cr1", "mpc320"]
+
+
+@pytest.mark.parametrize("kind", sorted(EXPECTED))
+@pytest.mark.parametrize("model", WIRE_MODELS)
+def test_wire_driver_fault(model: str, kind: str) -> None:
+    """Each wire-protocol driver on its simulator (in-process link): healthy open, then the fault -> the typed error
+    of that fault, naming the instrument, within the transport timeout."""
+    from qlab.transport.simlink import SimLinkTransport
+    from tests.test_fuzz_drivers import WIRES
+
+    w = WIRES[model]
+    dev = w.simulator()
+    tr = SimLinkTransport(model, dev, write_termination=w.terms[0], read_termination=w.terms[1], timeout_s=0.2)
+    drv = w.driver(tr)
+    tr.name = drv.name  # errors name the instrument, whichever layer raises them
+    drv.move_reply_timeout_s = 0.2  # motion controllers wait longer for a move; keep the silent case short
+    drv.open()
+    dev.inject(kind)
+    with pytest.raises(EXPECTED[kind]) as info:
+        w.session(drv)
+    assert info.value.instrument == drv.name
+    if kind == "device-error":
+        assert not isinstance(info.value, InstrumentTimeout | ProtocolError), info.value
+
+
+def test_id1000_control_faults() -> None:
+    from qlab.drivers.idquantique.id1000_sim import ID1000Simulator
+
+    from qlab.transport.message import SimMessageTransport
+    from tests.test_fuzz_drivers import _id1000, _id1000_session
+
+    for kind, expected in EXPECTED.items():
+        dev = ID1000Simulator(None, "tc")
+        drv = _id1000(SimMessageTransport("tc", dev, read_termination=b"\n", timeout_s=0.1)).open()
+        dev.inject(kind)
+        with pytest.raises(expected) as info:
+            _id1000_session(drv)
+        assert info.value.instrument == "tc", kind
+
+
+def _tagger(driver: str):
+    def edit(cfg) -> None:
+        if driver == "idquantique.id1000":  # four inputs: Alice's detectors only
+            cfg["instruments"]["tagger"] = {"driver": driver, "backend": "sim"}
+            for k in "HVDA":
+                del cfg["instruments"][f"bob_{k}"]
+        elif driver != "swabian.timetagger":
+            cfg["instruments"]["tagger"] = {"driver": driver, "backend": "sim",
+                                            "settings": {"trigger_levels_v": {i: 0.5 for i in range(1, 9)}}}
+    return edit
+
+
+TAGGERS = ["swabian.timetagger", "picoquant.multiharp", "picoquant.hydraharp", "idquantique.id1000"]
+
+
+@pytest.mark.parametrize("kind", [*sorted(EXPECTED), "overflow"])
+@pytest.mark.parametrize("driver", TAGGERS)
+def test_tagger_fault(make_lab, driver: str, kind: str) -> None:
+    """Each tagger (SDK-level or streamed) during an acquisition: the fault's typed error naming the tagger, and
+    overflow as a gap the device reports (no error, no invented tags)."""
+    lab = make_lab(_tagger(driver))
+    tagger = lab["tagger"]
+    assert len(tagger.acquire(0.02)) > 0
+    lab.sim.device_sims["tagger"].inject(kind)
+    try:
+        if kind == "overflow":
+            chunk = tagger.acquire(0.02)
+            assert len(chunk.gaps) >= 1 and len(chunk) == 0
+            return
+        expected = EXPECTED[kind]
+        if kind == "disconnect" and driver.startswith("picoquant"):
+            expected = (InstrumentError,)  # the library reports a lost device only as an error code of each call
+        with pytest.raises(expected) as info:
+            tagger.acquire(0.02)
+        assert info.value.instrument == "tagger"
+    finally:
+        lab.sim.device_sims["tagger"].clear_fault()

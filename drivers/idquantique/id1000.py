@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from qlab.drivers.guard import StreamWatch, parse_errors
 
-from qlab.errors import InstrumentDisconnected, InstrumentError, ProtocolError
+from qlab.errors import InstrumentDisconnected, InstrumentError, InstrumentTimeout, ProtocolError
 from qlab.instruments.tagger import TimeTagger
 from qlab.types import Identification, TagChunk
 
@@ -224,7 +224,11 @@ class ID1000(TimeTagger):
             raise ProtocolError(self.name, f"timestamp stream: {exc}") from None
         except ConnectionError as exc:
             raise InstrumentDisconnected(self.name, f"timestamp stream: {exc}") from None
-        self._watch.update(bool(chunks))
+        try:
+            self._watch.update(bool(chunks))
+        except InstrumentTimeout:
+            self.command("*IDN?")  # a device that reports an error says so (InstrumentError); a silent one times out
+            raise
         if not chunks:
             return TagChunk(np.zeros(0, np.int64), np.zeros(0, np.int16), 0, 0)
         return TagChunk.concatenate(chunks)

@@ -192,7 +192,7 @@ class ID1000Simulator(FaultInjectable):
         self.check_link()
         fault = self.active_fault()
         with self._lock:
-            if not self._streaming or fault == "silent":
+            if not self._streaming or fault in ("silent", "device-error"):  # a faulted device stops streaming
                 return []
             chunk = self.lab.read_tags(self.name)
             sending = [n for n, s in self.inputs.items() if s["RAW"] and s["ENAB"]]
