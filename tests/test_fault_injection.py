@@ -176,3 +176,13 @@ def test_tagger_fault(make_lab, driver: str, kind: str) -> None:
         assert info.value.instrument == "tagger"
     finally:
         lab.sim.device_sims["tagger"].clear_fault()
+
+
+def test_cli_fault_argument(capsys) -> None:
+    from qlab.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["sim", "serve", "itc4001", "--tcp", "1", "--fault", "meltdown@3"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown fault 'meltdown'" in err and "Traceback" not in err
