@@ -191,7 +191,16 @@ def cmd_sim_serve(args: argparse.Namespace) -> int:
 
     if not args.pty and args.tcp is None:
         raise QlabError("qlab sim serve needs --pty or --tcp PORT")
-    return serve(args.model, config=args.config, pty=args.pty, tcp_port=args.tcp, name=args.name)
+    return serve(args.model, config=args.config, pty=args.pty, tcp_port=args.tcp, name=args.name, fault=args.fault)
+
+
+def _fault_arg(text: str) -> tuple[str, float | None]:
+    from qlab.sim.faults import parse_fault
+
+    try:
+        return parse_fault(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -268,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--pty", action="store_true")
     ss.add_argument("--tcp", type=int, metavar="PORT")
     ss.add_argument("--name", help="instrument name in the config whose simulated lab coupling to use")
+    ss.add_argument("--fault", type=_fault_arg, metavar="KIND[@SECONDS]",
+                    help="inject a fault (silent, disconnect, garbage, truncated, device-error, overflow) at once "
+                         "or SECONDS after the first client connects")
     ss.set_defaults(fn=cmd_sim_serve)
 
     b = add("bench", cmd_bench, "measure throughput against same-run references")

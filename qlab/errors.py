@@ -46,6 +46,11 @@ class InstrumentTimeout(InstrumentError):
     """The instrument did not answer within its transport timeout."""
 
 
+class InstrumentDisconnected(InstrumentError, ConnectionError):
+    """The link to the instrument broke (connection reset or closed, device unplugged). Also an OSError, so code
+    that treats any OSError from an instrument as a communication fault sees it too."""
+
+
 class ProtocolError(InstrumentError):
     """The instrument answered with something the driver cannot parse, or reported a command error."""
 

@@ -26,8 +26,9 @@ import re
 from typing import Any
 
 import numpy as np
+from qlab.drivers.guard import StreamWatch, parse_errors
 
-from qlab.errors import InstrumentError, ProtocolError
+from qlab.errors import InstrumentDisconnected, InstrumentError, InstrumentTimeout, ProtocolError
 from qlab.instruments.tagger import TimeTagger
 from qlab.types import Identification, TagChunk
 
@@ -74,8 +75,13 @@ class StreamAssembler:
             elif head == b"O":
                 self._gaps.append(values.reshape(-1, 2))
             else:
+                channel = int(head)
+                if not 1 <= channel <= N_INPUTS:
+                    raise ValueError(f"data message for input {channel}; the device has 1-{N_INPUTS}")
+                if values.size > 1 and np.any(np.diff(values) < 0):
+                    raise ValueError(f"input {channel}: timestamps out of order")
                 self._ts.append(values)
-                self._ch.append(np.full(values.size, int(head), np.int16))
+                self._ch.append(np.full(values.size, channel, np.int16))
         return done
 
     def _release(self, t_start: int, t_stop: int) -> TagChunk:
@@ -94,12 +100,14 @@ class ID1000(TimeTagger):
     default_port = 5555
     write_termination = b""
     read_termination = b"\n"
+    stream_stall_s = 2.0  # no completion mark for this long (device clock): the device stopped streaming
 
     def __init__(self, *args: Any, data_link: Any = None, **kw: Any):
         super().__init__(*args, **kw)
         self._data = data_link
         self._assembler = StreamAssembler()
         self._streaming: list[int] = []
+        self._watch = StreamWatch(self.name, self.clock, self.stream_stall_s)
 
     # -- protocol helpers ----------------------------------------------------------------------------------
     def command(self, text: str) -> str:
@@ -115,7 +123,8 @@ class ID1000(TimeTagger):
         m = re.fullmatch(rf"\s*([-+0-9.eE]+)\s*{unit}\s*", reply, re.IGNORECASE)
         if m is None:
             raise ProtocolError(self.name, f"{text} answered {reply!r}")
-        return float(m.group(1))
+        with parse_errors(self.name, f"{text} answered {reply!r}"):
+            return float(m.group(1))
 
     def _data_address(self) -> tuple[str, int]:
         from qlab.transport.tcp import parse_host_port
@@ -198,6 +207,7 @@ class ID1000(TimeTagger):
         self._streaming = list(channels or self.channels())
         for ch in self._streaming:
             self.command(f"INPU{ch}:ENAB ON;:RAW{ch}:SEND ON")
+        self._watch.reset()
 
     def stop_stream(self) -> None:
         for ch in self._streaming:
@@ -210,8 +220,15 @@ class ID1000(TimeTagger):
             self.start_stream()
         try:
             chunks = self._assembler.feed(self._data.receive_all())
-        except ValueError as exc:
+        except (ValueError, OverflowError, TypeError) as exc:
             raise ProtocolError(self.name, f"timestamp stream: {exc}") from None
+        except ConnectionError as exc:
+            raise InstrumentDisconnected(self.name, f"timestamp stream: {exc}") from None
+        try:
+            self._watch.update(bool(chunks))
+        except InstrumentTimeout:
+            self.command("*IDN?")  # a device that reports an error says so (InstrumentError); a silent one times out
+            raise
         if not chunks:
             return TagChunk(np.zeros(0, np.int64), np.zeros(0, np.int16), 0, 0)
         return TagChunk.concatenate(chunks)

@@ -18,6 +18,8 @@ from qlab.drivers.idquantique.id1000 import (
     encode_stream,
 )
 
+from qlab.sim.faults import FaultInjectable, lost_chunk
+
 
 def build_simulated(name: str, sim: Any, limits: Any, cfg: Any, options: dict) -> ID1000:
     """An ID1000 driver whose control messages and data stream reach a simulator coupled to ``sim``."""
@@ -41,8 +43,9 @@ class _Refused(Exception):
     pass
 
 
-class ID1000Simulator:
-    """The Time Controller's control protocol and data stream, coupled to the simulated lab."""
+class ID1000Simulator(FaultInjectable):
+    """The Time Controller's control protocol and data stream, coupled to the simulated lab. Faults
+    (qlab.sim.faults) act on both: control replies and the timestamp stream."""
 
     model_id = "id1000"
 
@@ -54,9 +57,22 @@ class ID1000Simulator:
         self._rng = np.random.default_rng(zlib.crc32(name.encode()) + (lab.seed if lab is not None else 0))
         self._lock = threading.Lock()
         self._streaming = False
+        self._init_faults(lab.clock.now if lab is not None else __import__("time").monotonic, name)
 
     # -- control ------------------------------------------------------------------------------------------
-    def request(self, message: bytes) -> bytes:
+    def request(self, message: bytes) -> bytes | None:
+        self.check_link()
+        fault = self.active_fault()
+        if fault == "silent":
+            return None
+        if fault == "device-error":
+            return b"ERROR: device fault (simulated)"
+        reply = self._request(message)
+        if fault == "garbage":
+            return self.faults.garble(reply or b"?")
+        return self.faults.truncate(reply) if fault == "truncated" else reply
+
+    def _request(self, message: bytes) -> bytes:
         text = message.decode("ascii", "replace").strip()
         replies: list[str] = []
         path = ""
@@ -173,14 +189,23 @@ class ID1000Simulator:
 
     def receive_all(self, wait_s: float = 0.0) -> list[list[bytes]]:
         """Data-port messages since the previous call (what the host's PULL socket would deliver)."""
+        self.check_link()
+        fault = self.active_fault()
         with self._lock:
-            if not self._streaming:
+            if not self._streaming or fault in ("silent", "device-error"):  # a faulted device stops streaming
                 return []
             chunk = self.lab.read_tags(self.name)
             sending = [n for n, s in self.inputs.items() if s["RAW"] and s["ENAB"]]
         if chunk.t_stop_ps <= chunk.t_start_ps:
             return []
-        return encode_stream(chunk, sending)
+        if fault == "overflow":
+            chunk = lost_chunk(chunk)
+        messages = encode_stream(chunk, sending)
+        if fault == "garbage":
+            return [[self.faults.garble(h), self.faults.garble(b)] for h, b in messages]
+        if fault == "truncated":
+            return [[h, self.faults.truncate(b)] for h, b in messages]
+        return messages
 
     def serve_tcp(self, port: int, stop: threading.Event, ready: threading.Event | None = None) -> None:
         """Serve the control protocol (REP) on 127.0.0.1:port and the data stream (PUSH) on port + 1."""
@@ -196,8 +221,15 @@ class ID1000Simulator:
             ready.set()
         try:
             while not stop.is_set():
+                if self.active_fault() == "disconnect":
+                    break  # the device is gone: both sockets close
                 if rep.poll(20, zmq.POLLIN):
-                    rep.send(self.request(rep.recv()))
+                    reply = self.request(rep.recv())
+                    if reply is None:  # silent: a REP socket must answer before the next request; it never does
+                        while not stop.is_set() and self.active_fault() == "silent":
+                            stop.wait(0.05)
+                        continue
+                    rep.send(reply)
                 for msg in self.receive_all():
                     push.send_multipart(msg)
         finally:

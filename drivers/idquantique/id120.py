@@ -41,14 +41,19 @@ class ID120(SinglePhotonDetector):
         text = self._query(cmd)
         try:
             return int(float(text))
-        except ValueError:
+        except (ValueError, OverflowError):
             raise ProtocolError(self.name, f"{cmd} answered {text!r}") from None
 
     def _set(self, cmd: str) -> None:
         with self.transport.lock:
             self.transport.write_line(cmd)
             err = self._query("SYST:ERR?")
-        if not err.startswith(("0", "+0")):
+        code = err.partition(",")[0].strip()
+        try:
+            ok = int(code) == 0
+        except ValueError:
+            raise ProtocolError(self.name, f"SYST:ERR? answered {err!r}") from None
+        if not ok:
             raise InstrumentError(self.name, f"{cmd!r} refused: {err}")
 
     def _open(self) -> None:
@@ -64,7 +69,10 @@ class ID120(SinglePhotonDetector):
         self._set(f"REG:RUN {'TRUE' if on else 'FALSE'}")
 
     def enabled(self) -> bool:
-        return self._query("REG:RUN?").upper() == "TRUE"
+        text = self._query("REG:RUN?").upper()
+        if text not in ("TRUE", "FALSE"):
+            raise ProtocolError(self.name, f"REG:RUN? answered {text!r}, not TRUE or FALSE")
+        return text == "TRUE"
 
     def _set_bias(self, bias_v: float) -> None:
         step = 80_000
@@ -95,7 +103,11 @@ class ID120(SinglePhotonDetector):
         return 0.0 if excess <= 0 else eta_max * (1 - math.exp(-excess / EXCESS_SCALE_V))
 
     def count_rate_hz(self) -> float | None:
-        return float(self._query("COUNTERS:DETECTION_FREQ?"))
+        text = self._query("COUNTERS:DETECTION_FREQ?")
+        try:
+            return float(text)
+        except ValueError:
+            raise ProtocolError(self.name, f"COUNTERS:DETECTION_FREQ? answered {text!r}") from None
 
     def status(self) -> dict[str, Any]:
         return {**super().status(), "bias_error": self._query("BIAS:ERROR_STATUS?"),

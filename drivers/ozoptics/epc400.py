@@ -26,7 +26,8 @@ from qlab.instruments.polarization import PolarizationController
 from qlab.types import Identification
 
 DEG_PER_VOLT = 72.0  # ±5 V spans ±360° of retardance (order of magnitude of real squeezers)
-VOLT_RE = re.compile(r"CH(\d)\s*([+-]?\d+)")
+VOLT_RE = re.compile(r"CH(\d)\s*([+-]?\d{1,6})")
+MAX_REPLY_LINES = 16  # the longest reply qlab asks for has two lines before Done
 
 
 class EPC400(PolarizationController):
@@ -52,8 +53,12 @@ class EPC400(PolarizationController):
                     return lines
                 if line == "Error!":
                     raise InstrumentError(self.name, f"device refused {cmd!r} (Error!)")
+                if not line.isascii() or not line.isprintable():
+                    raise ProtocolError(self.name, f"reply to {cmd!r} is not text: {line[:80]!r}")
                 if line and line != cmd:
                     lines.append(line)
+                if len(lines) > MAX_REPLY_LINES:
+                    raise ProtocolError(self.name, f"reply to {cmd!r} never ends with Done: {lines[:3]!r}...")
 
     def _open(self) -> None:
         self._version = " ".join(self.command("VER?"))
@@ -97,7 +102,10 @@ class EPC400(PolarizationController):
 
     def position(self, axis: str | None = None) -> float:
         ax = self._axis(axis)
-        return self.voltages_mv()[self._ch(ax)] / 1000 * DEG_PER_VOLT
+        voltages = self.voltages_mv()
+        if self._ch(ax) not in voltages:
+            raise ProtocolError(self.name, f"V? reply lacks channel {self._ch(ax)}: {voltages}")
+        return voltages[self._ch(ax)] / 1000 * DEG_PER_VOLT
 
     def is_busy(self, axis: str | None = None) -> bool:
         return False  # piezo squeezers settle in microseconds

@@ -13,6 +13,7 @@ from qlab.sim.device import DeviceSimulator
 
 class EPC400Simulator(DeviceSimulator):
     model_id = "epc400"
+    frame_end = b"\r\n"
 
     def __init__(self, lab: Any = None, name: str = "", options: dict | None = None):
         super().__init__(lab, name, options)
@@ -38,6 +39,9 @@ class EPC400Simulator(DeviceSimulator):
             cmd = bytes(self.inbuf[:i]).decode("ascii", "replace").strip()
             del self.inbuf[: i + 2]
             self.reply(f"{cmd}\r\n".encode())  # the EPC echoes each command
+            if self.device_error_active:
+                self.reply(b"Error!\r\n")
+                continue
             try:
                 self._command(cmd.upper())
             except (ValueError, KeyError, IndexError):

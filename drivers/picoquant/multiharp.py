@@ -24,8 +24,9 @@ import ctypes
 from typing import Any
 
 import numpy as np
+from qlab.drivers.guard import StreamWatch
 
-from qlab.errors import InstrumentError
+from qlab.errors import InstrumentError, ProtocolError
 from qlab.instruments.tagger import TimeTagger
 from qlab.types import Identification, TagChunk
 
@@ -54,6 +55,7 @@ class PicoQuantMultiHarp(TimeTagger):
     transport_kind = "sdk"
     prefix = "MH_"
     lib_names: tuple[str, ...] = ("libmhlib.so", "mhlib64.dll", "mhlib.dll")
+    stream_stall_s = 2.0  # no records and no time progress for this long: the device stopped delivering
 
     def __init__(self, *args: Any, lib: Any = None, **kw: Any):
         super().__init__(*args, **kw)
@@ -65,6 +67,7 @@ class PicoQuantMultiHarp(TimeTagger):
         self._delays: dict[int, int] = {}
         self._levels: dict[int, float] = {}
         self._running = False
+        self._watch = StreamWatch(self.name, self.clock, self.stream_stall_s)
 
     def _call(self, fn: str, *args: Any) -> None:
         """Call ``<prefix><fn>`` of the vendor library; a negative return code becomes an InstrumentError."""
@@ -136,6 +139,7 @@ class PicoQuantMultiHarp(TimeTagger):
         self._ofl = 0
         self._t_read_units = 0
         self._running = True
+        self._watch.reset()
 
     def stop_stream(self) -> None:
         if self._running:
@@ -147,12 +151,21 @@ class PicoQuantMultiHarp(TimeTagger):
             self.start_stream()
         n = ctypes.c_int()
         self._read_fifo(n)
+        if not 0 <= n.value <= len(self._buf):
+            raise ProtocolError(self.name, f"ReadFiFo reported {n.value} records for a {len(self._buf)}-record buffer")
         records = np.frombuffer(self._buf, np.uint32, count=n.value)
-        times, chans, self._ofl = decode_t2(records, self._ofl)
+        times, chans, ofl = decode_t2(records, self._ofl)
+        if chans.size and chans.max() >= len(self._channels):
+            raise ProtocolError(self.name, f"T2 records on input {int(chans.max()) + 1}; the device has "
+                                           f"{len(self._channels)}")
+        if times.size and (np.any(np.diff(times) < 0) or times[0] < self._t_read_units - T2_WRAP):
+            raise ProtocolError(self.name, "T2 records out of time order (corrupt FIFO data)")
+        self._ofl = ofl
         flags = ctypes.c_int()
         self._call("GetFlags", self.dev, ctypes.byref(flags))
         t0 = int(round(self._t_read_units * self.resolution_ps))
         end_units = max(self._ofl * T2_WRAP, int(times[-1]) + 1 if times.size else 0, self._t_read_units)
+        self._watch.update(end_units > self._t_read_units)
         self._t_read_units = end_units
         ts = np.round(times * self.resolution_ps).astype(np.int64)
         gaps = np.array([[t0, int(round(end_units * self.resolution_ps))]], np.int64) if flags.value & FLAG_FIFOFULL \

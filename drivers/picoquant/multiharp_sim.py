@@ -16,6 +16,8 @@ from qlab.drivers.picoquant.multiharp import (
     PicoQuantMultiHarp,
 )
 
+from qlab.sim.faults import FaultInjectable, lost_chunk
+
 
 def build_simulated_multiharp(name: str, sim: Any, limits: Any, cfg: Any, options: dict) -> PicoQuantMultiHarp:
     """A MultiHarp driver on a simulated mhlib fed by tagger ``name`` of ``sim``."""
@@ -36,12 +38,26 @@ def _out(ref: Any) -> Any:
     return getattr(ref, "_obj", ref)
 
 
-class SimulatedMHLib:
-    """The mhlib calls qlab uses, with the library's conventions (0 = ok, negative error codes)."""
+class SimulatedMHLib(FaultInjectable):
+    """The mhlib calls qlab uses, with the library's conventions (0 = ok, negative error codes). Faults
+    (qlab.sim.faults): calls fail with an error code (disconnect, device-error), the FIFO stays empty and time
+    stands still (silent), holds random records (garbage), reports more records than it delivered (truncated),
+    or overflows (FIFO-full flag, records lost)."""
 
     model_id = "multiharp"
     ERRORS = {-1: "MH_ERROR_DEVICE_OPEN_FAIL", -5: "MH_ERROR_INVALID_ARGUMENT", -16: "MH_ERROR_INVALID_MODE",
-              -17: "MH_ERROR_INVALID_OPTION"}
+              -17: "MH_ERROR_INVALID_OPTION", -70: "MH_ERROR_USB_DEVICE_LOST (simulated)",
+              -71: "MH_ERROR_HARDWARE_FAULT (simulated)"}
+    FAULT_CODES = {"disconnect": -70, "device-error": -71}
+
+    def __getattribute__(self, attr: str) -> Any:
+        # Every library call fails with the fault's code while a disconnect / device error is in effect.
+        value = object.__getattribute__(self, attr)
+        if attr[:3] in ("MH_", "HH_") and not attr.endswith("GetErrorString") and callable(value):
+            code = object.__getattribute__(self, "FAULT_CODES").get(object.__getattribute__(self, "active_fault")())
+            if code is not None:
+                return lambda *a, **k: code
+        return value
 
     def __init__(self, lab: Any, name: str, resolution_ps: float = 5.0):
         self.lab, self.name = lab, name
@@ -52,6 +68,7 @@ class SimulatedMHLib:
         self.units_emitted_wraps = 0  # overflow records emitted so far
         self.t0_ps = 0
         self.fifo_full = False
+        self._init_faults(lab.clock.now, name)
 
     def MH_GetErrorString(self, buf: Any, code: int) -> int:  # noqa: N802 - vendor API
         text = self.ERRORS.get(code, f"MH_ERROR_{-code}").encode()
@@ -117,8 +134,23 @@ class SimulatedMHLib:
         return 0
 
     def MH_ReadFiFo(self, dev: int, buf: Any, nactual: Any) -> int:  # noqa: N802
+        fault = self.active_fault()
+        if fault == "silent":
+            _out(nactual).value = 0
+            return 0
+        if fault == "garbage":
+            n = min(len(buf), 1000)
+            rng = np.random.default_rng(self.faults.rng.getrandbits(32))
+            ctypes.memmove(buf, rng.integers(0, 1 << 32, n, dtype=np.uint32).ctypes.data, 4 * n)
+            _out(nactual).value = n
+            return 0
+        if fault == "truncated":
+            _out(nactual).value = len(buf) + 64  # claims records it did not deliver
+            return 0
         if self.pending.size < FIFO_RECORDS:
             chunk = self.lab.read_tags(self.name)
+            if fault == "overflow":
+                chunk = lost_chunk(chunk)
             self.fifo_full = self.fifo_full or bool(len(chunk.gaps))
             units = np.round((chunk.timestamps - self.t0_ps) / self.resolution_ps).astype(np.int64)
             end_wraps = int((chunk.t_stop_ps - self.t0_ps) / self.resolution_ps) >> 25

@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from qlab.drivers.guard import parse_errors
+
 from qlab.errors import InstrumentError, ProtocolError
 from qlab.instruments.detector import SinglePhotonDetector
 from qlab.types import Identification
@@ -51,19 +53,31 @@ class EosSNSPD(SinglePhotonDetector):
             raw = self.transport.read_until(SEP)[:-1]
         try:
             reply = json.loads(raw)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, absurd nesting
             raise ProtocolError(self.name, f"not JSON: {raw[:80]!r}") from None
+        if not isinstance(reply, dict) or "value" not in reply:
+            raise ProtocolError(self.name, f"reply is not a {{label, value}} object: {raw[:80]!r}")
         if "Error" in str(reply.get("label", "")):
             raise InstrumentError(self.name, f"{message.get('command') or message.get('request')}: {reply['value']}")
         return reply
 
     def _refresh(self) -> dict[str, Any]:
-        self._props = self._exchange({"request": "labelProps", "value": "None"})["value"]
+        props = self._exchange({"request": "labelProps", "value": "None"})["value"]
+        if not isinstance(props, dict):
+            raise ProtocolError(self.name, f"labelProps value is not an object: {str(props)[:80]!r}")
+        self._props = props
         return self._props
+
+    def _prop(self, key: str) -> Any:
+        """This channel's entry of a per-detector property list; ProtocolError if the reply lacks it."""
+        with parse_errors(self.name, f"labelProps {key}"):
+            return self._refresh()[key][self.index]
 
     def _open(self) -> None:
         props = self._refresh()
-        if self.index >= int(props.get("NumberOfDetectors", 0)):
+        with parse_errors(self.name, "labelProps NumberOfDetectors"):
+            n_detectors = int(props.get("NumberOfDetectors", 0))
+        if self.index >= n_detectors:
             raise InstrumentError(self.name, f"channel {self.index + 1} does not exist on this Eos")
 
     def identify(self) -> Identification:
@@ -72,15 +86,17 @@ class EosSNSPD(SinglePhotonDetector):
                               details=f"{self._props.get('NumberOfDetectors')} detectors, channel {self.index + 1}")
 
     def _set_all(self, command: str, label: str, key: str, value: float) -> None:
-        values = list(self._refresh()[key])
-        values[self.index] = value
+        with parse_errors(self.name, f"labelProps {key}"):
+            values = list(self._refresh()[key])
+            values[self.index] = value
         self._exchange({"command": command, "label": label, "value": values})
 
     def _set_bias_current(self, bias_ua: float) -> None:
         self._set_all("SetAllBiasCurrents", "BiasCurrent", "BiasCurrent", bias_ua)
 
     def bias_current_ua(self) -> float:
-        return float(self._refresh()["BiasCurrent"][self.index])
+        with parse_errors(self.name, "labelProps BiasCurrent"):
+            return float(self._prop("BiasCurrent"))
 
     def _set_threshold(self, threshold_v: float) -> None:
         self._set_all("SetAllTriggerLevels", "TriggerLevel", "TriggerLevel", threshold_v * 1e3)
@@ -89,7 +105,10 @@ class EosSNSPD(SinglePhotonDetector):
         self._exchange({"command": "DetectorEnable", "label": "DetectorEnable", "value": bool(on)})
 
     def enabled(self) -> bool:
-        return bool(self._refresh()["DetectorEnable"])
+        value = self._refresh().get("DetectorEnable")
+        if not isinstance(value, bool):
+            raise ProtocolError(self.name, f"labelProps DetectorEnable = {str(value)[:40]!r}, not true/false")
+        return value
 
     def set_measurement_period_ms(self, period_ms: int) -> None:
         """Counting period of the counts port in ms (the device takes integers ≥ 10). Raises InstrumentError if
@@ -104,6 +123,8 @@ class EosSNSPD(SinglePhotonDetector):
             from qlab.transport.tcp import TcpTransport
 
             self._counts = TcpTransport(self.name, host, 12345)
-        line = self._counts.read_until(b"\n").decode().strip().split(",")
-        period_s = float(self._props.get("MeasurementPeriod", 100)) / 1e3
-        return float(line[1 + self.index]) / period_s
+        raw = self._counts.read_until(b"\n")
+        with parse_errors(self.name, f"counts line {raw[:80]!r}"):
+            line = raw.decode("ascii").strip().split(",")
+            period_s = float(self._props.get("MeasurementPeriod", 100)) / 1e3
+            return float(line[1 + self.index]) / period_s

@@ -25,6 +25,7 @@ def build_simulated(name: str, sim: Any, limits: Any, cfg: Any, options: dict) -
 
 class EosSimulator(DeviceSimulator):
     model_id = "eos"
+    frame_end = SEP
 
     def __init__(self, lab: Any = None, name: str = "", options: dict | None = None):
         super().__init__(lab, name, options)
@@ -64,6 +65,9 @@ class EosSimulator(DeviceSimulator):
             self._dispatch(obj)
 
     def _dispatch(self, obj: dict[str, Any]) -> None:
+        if self.device_error_active:
+            self._send("SystemError", "detector system fault (simulated)")
+            return
         if obj.get("request") == "labelProps":
             self._send("labelProps", self.state)
             return
@@ -111,10 +115,17 @@ class EosSimulator(DeviceSimulator):
                 pass
 
             def read_due(self) -> bytes:
-                return dev.counts_line()
+                dev.check_link()
+                fault = dev.faults.active()
+                if fault == "silent":
+                    return b""
+                line = dev.counts_line()
+                if fault == "garbage":
+                    return dev.faults.garble(line, b"\n")
+                return dev.faults.truncate(line) if fault == "truncated" else line
 
             def wait_for_output(self, timeout_s: float) -> bool:
-                return True
+                return dev.faults.active() != "silent"
 
         from qlab.transport.simlink import SimLinkTransport
 

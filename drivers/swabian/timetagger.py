@@ -14,11 +14,14 @@ Config block::
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+from qlab.drivers.guard import StreamWatch
 
-from qlab.errors import InstrumentError
+from qlab.errors import InstrumentDisconnected, InstrumentError, ProtocolError, QlabError
 from qlab.instruments.tagger import TimeTagger
 from qlab.types import Identification, TagChunk
 
@@ -29,6 +32,7 @@ class SwabianTimeTagger(TimeTagger):
     model = "Swabian Time Tagger"
     transport_kind = "sdk"
     stream_buffer_events = 50_000_000
+    stream_stall_s = 2.0  # the device's time has not advanced for this long: it stopped delivering
 
     def __init__(self, *args: Any, sdk: Any = None, **kw: Any):
         super().__init__(*args, **kw)
@@ -36,6 +40,23 @@ class SwabianTimeTagger(TimeTagger):
         self._tt: Any = None
         self._stream: Any = None
         self._t_last = 0
+        self._watch = StreamWatch(self.name, self.clock, self.stream_stall_s)
+
+    @contextmanager
+    def _sdk_errors(self, what: str) -> Iterator[None]:
+        """The vendor SDK raises RuntimeError / ValueError for device errors (a lost USB link among them): report
+        them as InstrumentDisconnected or InstrumentError naming this instrument."""
+        try:
+            yield
+        except QlabError:
+            raise
+        except ConnectionError as exc:
+            raise InstrumentDisconnected(self.name, f"{what}: {exc}") from None
+        except (RuntimeError, ValueError, TypeError, OSError) as exc:
+            text = str(exc)
+            if "disconnect" in text.lower() or "usb" in text.lower():
+                raise InstrumentDisconnected(self.name, f"{what}: {text}") from None
+            raise InstrumentError(self.name, f"{what}: {text}") from None
 
     def _open(self) -> None:
         if self._sdk is None:
@@ -65,36 +86,47 @@ class SwabianTimeTagger(TimeTagger):
         return self._channels
 
     def _set_delay(self, channel: int, delay_ps: int) -> None:
-        self._tt.setInputDelay(channel, delay_ps)
+        with self._sdk_errors("set input delay"):
+            self._tt.setInputDelay(channel, delay_ps)
 
     def delay(self, channel: int) -> int:
-        return int(self._tt.getInputDelay(channel))
+        with self._sdk_errors("get input delay"):
+            return int(self._tt.getInputDelay(channel))
 
     def _set_trigger_level(self, channel: int, level_v: float) -> None:
-        self._tt.setTriggerLevel(channel, level_v)
+        with self._sdk_errors("set trigger level"):
+            self._tt.setTriggerLevel(channel, level_v)
 
     def trigger_level(self, channel: int) -> float:
-        return float(self._tt.getTriggerLevel(channel))
+        with self._sdk_errors("get trigger level"):
+            return float(self._tt.getTriggerLevel(channel))
 
     def start_stream(self, channels: list[int] | None = None) -> None:
         self._require_open()
         self.stop_stream()
-        self._stream = self._sdk.TimeTagStream(self._tt, self.stream_buffer_events, channels or self._channels)
-        self._stream.start()
+        with self._sdk_errors("start stream"):
+            self._stream = self._sdk.TimeTagStream(self._tt, self.stream_buffer_events, channels or self._channels)
+            self._stream.start()
+        self._watch.reset()
 
     def stop_stream(self) -> None:
         if self._stream is not None:
-            self._stream.stop()
-            self._stream = None
+            stream, self._stream = self._stream, None
+            with self._sdk_errors("stop stream"):
+                stream.stop()
 
     def read_chunk(self) -> TagChunk:
         self._require_open()
         if self._stream is None:
             self.start_stream()
-        buf = self._stream.getData()
-        ts = np.asarray(buf.getTimestamps(), np.int64)
-        ch = np.asarray(buf.getChannels())
-        types = np.asarray(buf.getEventTypes())
+        with self._sdk_errors("read stream"):
+            buf = self._stream.getData()
+            ts = np.asarray(buf.getTimestamps(), np.int64)
+            ch = np.asarray(buf.getChannels())
+            types = np.asarray(buf.getEventTypes())
+            t_start, t_stop = int(buf.tStart), int(buf.tGetData)
+        self._check_buffer(ts, ch, types)
+        self._watch.update(t_stop > t_start)
         is_tag = types == TIME_TAG
         gaps = np.zeros((0, 2), np.int64)
         if not is_tag.all():
@@ -103,5 +135,18 @@ class SwabianTimeTagger(TimeTagger):
             n = min(begins.size, ends.size)
             gaps = np.stack([begins[:n], ends[:n]], axis=1) if n else gaps
             ts, ch = ts[is_tag], ch[is_tag]
-        missed = int(np.asarray(buf.getMissedEvents()).sum()) if buf.size else 0
-        return TagChunk(ts, ch.astype(np.int16), int(buf.tStart), int(buf.tGetData), gaps, missed)
+        with self._sdk_errors("read missed events"):
+            missed = int(np.asarray(buf.getMissedEvents()).sum()) if buf.size else 0
+        return TagChunk(ts, ch.astype(np.int16), t_start, t_stop, gaps, missed)
+
+    def _check_buffer(self, ts: np.ndarray, ch: np.ndarray, types: np.ndarray) -> None:
+        """ProtocolError for a buffer no healthy device delivers: arrays of different lengths, unknown event types,
+        tags on inputs the device does not have, time running backwards."""
+        if not ts.shape == ch.shape == types.shape or ts.ndim != 1:
+            raise ProtocolError(self.name, f"stream buffer arrays disagree: {ts.size} timestamps, {ch.size} channels, "
+                                           f"{types.size} event types")
+        if types.size and (types.min() < TIME_TAG or types.max() > MISSED_EVENTS):
+            raise ProtocolError(self.name, f"stream buffer has unknown event types {np.unique(types)[:5]}")
+        tags = types == TIME_TAG
+        if tags.any() and not np.isin(ch[tags], self._channels).all():
+            raise ProtocolError(self.name, f"tags on inputs the device lacks: {np.unique(ch[tags])[:5]}")

@@ -9,7 +9,10 @@ from typing import Any
 import numpy as np
 from qlab.drivers.swabian.timetagger import OVERFLOW_BEGIN, OVERFLOW_END, SwabianTimeTagger
 
+from qlab.sim.faults import FaultInjectable, lost_chunk
 from qlab.types import TagChunk
+
+DISCONNECTED = "Time Tagger disconnected: USB device lost (simulated)"
 
 
 def build_simulated(name: str, sim: Any, limits: Any, cfg: Any, options: dict) -> SwabianTimeTagger:
@@ -20,8 +23,8 @@ def build_simulated(name: str, sim: Any, limits: Any, cfg: Any, options: dict) -
 
 
 class _SimTagger:
-    def __init__(self, lab: Any, name: str):
-        self.lab, self.name = lab, name
+    def __init__(self, lab: Any, name: str, sdk: SimulatedSDK):
+        self.lab, self.name, self.sdk = lab, name, sdk
         st = lab.taggers[name]
         self.serial = st.p.serial
         wired = [d.input for d in lab.detectors.values() if d.tagger == name]
@@ -39,6 +42,7 @@ class _SimTagger:
         return list(self.inputs)
 
     def _check(self, ch: int) -> None:
+        self.sdk.check_call()
         if ch not in self.inputs:
             raise ValueError(f"invalid channel {ch}")
 
@@ -106,20 +110,50 @@ class _SimStream:
         self.tagger.lab.stop_stream(self.tagger.name)
 
     def getData(self) -> _SimBuffer:  # noqa: N802
-        return _SimBuffer(self.tagger.lab.read_tags(self.tagger.name), self.channels, set(self.tagger.inputs))
+        sdk = self.tagger.sdk
+        sdk.check_call()
+        fault = sdk.active_fault()
+        lab, name = self.tagger.lab, self.tagger.name
+        if fault == "silent":  # the device delivers nothing and its time does not advance
+            t = lab.taggers[name].t_read_ps
+            return _SimBuffer(TagChunk(np.zeros(0, np.int64), np.zeros(0, np.int16), t, t), self.channels,
+                              set(self.tagger.inputs))
+        chunk = lab.read_tags(name)
+        if fault == "overflow":
+            chunk = lost_chunk(chunk)
+        buf = _SimBuffer(chunk, self.channels, set(self.tagger.inputs))
+        if fault == "garbage" and buf.size:
+            rng = np.random.default_rng(sdk.faults.rng.getrandbits(32))
+            buf._ts = rng.integers(-(1 << 62), 1 << 62, buf.size)
+            buf._ch = rng.integers(-100, 100, buf.size).astype(np.int32)
+            buf._types = rng.integers(0, 256, buf.size).astype(np.uint8)
+        elif fault == "truncated" and buf.size:
+            buf._ch = buf._ch[: buf.size // 2]
+        return buf
 
 
-class SimulatedSDK:
-    """The subset of the vendor ``TimeTagger`` module qlab uses, fed by the SimLab."""
+class SimulatedSDK(FaultInjectable):
+    """The subset of the vendor ``TimeTagger`` module qlab uses, fed by the SimLab. Faults (qlab.sim.faults): the
+    SDK raises RuntimeError as the vendor's does (disconnect, device error), delivers no data (silent), corrupt or
+    inconsistent buffers (garbage, truncated) or overflow events (overflow)."""
 
     model_id = "swabian"
     ChannelEdge = SimpleNamespace(Rising=1, Falling=2, Both=3)
 
     def __init__(self, lab: Any, name: str):
         self.lab, self.name = lab, name
+        self._init_faults(lab.clock.now, name)
+
+    def check_call(self) -> None:
+        """What the vendor SDK raises for a call while a fault is in effect."""
+        fault = self.active_fault()
+        if fault == "disconnect":
+            raise RuntimeError(DISCONNECTED)
+        if fault == "device-error":
+            raise RuntimeError("Time Tagger error: FPGA communication failure (simulated)")
 
     def createTimeTagger(self, serial: str = "") -> _SimTagger | None:  # noqa: N802
-        tagger = _SimTagger(self.lab, self.name)
+        tagger = _SimTagger(self.lab, self.name, self)
         return tagger if serial in ("", tagger.serial) else None
 
     def freeTimeTagger(self, tagger: _SimTagger) -> None:  # noqa: N802

@@ -32,6 +32,8 @@ import math
 import re
 import struct
 
+from qlab.drivers.guard import RegisterMap
+
 from qlab.errors import InstrumentError, ProtocolError
 from qlab.instruments.counter import CoincidenceUnit, CounterReading, letter
 from qlab.types import Identification
@@ -116,7 +118,8 @@ class Abacus(CoincidenceUnit):
         if (sum(data) + chk) & 0xFF != 0xFF or len(data) % 5:
             raise ProtocolError(self.name, f"corrupt reply to a read of {count} registers at {address}: "
                                            f"{(head + body).hex()}")
-        return {data[i]: struct.unpack(">I", data[i + 1:i + 5])[0] for i in range(0, len(data), 5)}
+        return RegisterMap(self.name, {data[i]: struct.unpack(">I", data[i + 1:i + 5])[0]
+                                       for i in range(0, len(data), 5)})
 
     def write_register(self, address: int, data: int, what: str) -> None:
         """Write and read back; the device has no acknowledgement, so a value it refused shows up here.

@@ -35,6 +35,7 @@ class AbacusSimulator(DeviceSimulator):
     """An AB1004 counting the simulated lab's clicks on its inputs A–D in consecutive sampling periods."""
 
     model_id = "abacus"
+    frame_end = b""  # binary register frames
     idn = b"Tausand Abacus AB1004"
     n_inputs = 4
     resolution_ns = 5
@@ -72,7 +73,7 @@ class AbacusSimulator(DeviceSimulator):
             if frame[1] == READ:
                 regs = [(a, self.regs[a]) for a in range(address, address + min(data, 64)) if a in self.regs]
                 self.reply(reply_frame(regs))
-            else:
+            elif not self.device_error_active:  # a faulted Abacus ignores writes; read-back shows it
                 self._write(address, data)
 
     def _write(self, address: int, data: int) -> None:

@@ -20,6 +20,7 @@ from qlab.instruments.polarization import PolarizationController
 from qlab.types import Identification
 
 HOST, DEVICE = 0x01, 0x50
+MAX_DATA_BYTES = 255  # the longest data block qlab reads (HW_GET_INFO) is 84 bytes; more means a corrupt header
 HW_REQ_INFO, HW_GET_INFO = 0x0005, 0x0006
 HW_START_UPDATEMSGS, HW_STOP_UPDATEMSGS = 0x0011, 0x0012
 HW_RESPONSE, HW_RICHRESPONSE = 0x0080, 0x0081
@@ -226,6 +227,10 @@ class AptController(PolarizationController):
         within ``timeout_s`` seconds (the transport's default when None)."""
         head = self.transport.read_exact(6, timeout_s)
         msg_id, p1, p2, dest, src, n = decode_header(head)
+        if n > MAX_DATA_BYTES or dest not in (HOST, 0) or src < DEVICE:
+            self.transport.drain()  # resynchronise on the next exchange
+            raise ProtocolError(self.name, f"corrupt frame header {head.hex()} (message 0x{msg_id:04X}, "
+                                           f"{n} data bytes, dest 0x{dest:02X}, src 0x{src:02X})")
         data = self.transport.read_exact(n, timeout_s) if n else b""
         if msg_id in (HW_RESPONSE, HW_RICHRESPONSE):
             raise device_error(self.name, p1, data)
@@ -254,6 +259,8 @@ class AptController(PolarizationController):
         data = self.transport.drain()
         while len(data) >= 6:
             msg_id, p1, _, _, _, n = decode_header(data[:6])
+            if n > MAX_DATA_BYTES:
+                return  # a corrupt frame: nothing reliable follows
             body, data = data[6:6 + n], data[6 + n:]
             if msg_id in (HW_RESPONSE, HW_RICHRESPONSE):
                 raise device_error(self.name, p1, body)

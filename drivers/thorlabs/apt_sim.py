@@ -51,6 +51,7 @@ class AptSimulator(DeviceSimulator):
     """Frames in, frames out; channels move with a finite speed and report completion when done."""
 
     model_name = b""
+    frame_end = b""  # binary, length-framed: garbage replaces whole frames
     hw_type = 0
     counts_per_deg = 1.0
     speed_deg_per_s = 10.0
@@ -132,6 +133,9 @@ class AptSimulator(DeviceSimulator):
                 return
             data = bytes(buf[6:6 + n])
             del buf[:6 + n]
+            if self.device_error_active:
+                self._error(msg_id, 0x2B, "motor driver fault (simulated)")
+                continue
             self._dispatch(msg_id, p1, p2, data)
 
     def _chan_of(self, msg_id: int, value: int) -> int | None:

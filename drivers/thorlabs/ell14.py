@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from qlab.drivers.guard import parse_errors
+
 from qlab.errors import InstrumentError, ProtocolError
 from qlab.instruments.polarization import PolarizationController
 from qlab.types import Identification
@@ -70,12 +72,18 @@ class ELL14(PolarizationController):
                 return kind, data
 
     def _expect_position(self, axis: str, kind: str, data: str, cmd: str) -> float:
+        with parse_errors(self.name, f"axis {axis}: reply {kind}{data!r} to {cmd}"):
+            return self._parse_position(axis, kind, data, cmd)
+
+    def _parse_position(self, axis: str, kind: str, data: str, cmd: str) -> float:
         if kind == "GS":
             code = int(data, 16)
             raise InstrumentError(self.name, f"axis {axis}: {cmd} failed: status {code} "
                                              f"({STATUS.get(code, 'unknown')})")
         if kind != "PO":
             raise ProtocolError(self.name, f"axis {axis}: expected PO after {cmd}, got {kind}{data}")
+        if len(data) != 8:
+            raise ProtocolError(self.name, f"axis {axis}: position {data!r} after {cmd} is not 8 hex digits")
         return from_hex32(data) * 360.0 / self._pulses(axis)
 
     def _pulses(self, axis: str) -> int:
@@ -89,10 +97,11 @@ class ELL14(PolarizationController):
                 raise ProtocolError(self.name, f"axis {axis}: bad identification {kind}{data!r}")
             if data[0:2] != "0E":
                 raise ProtocolError(self.name, f"axis {axis}: device type {data[0:2]} is not an ELL14 (0E)")
-            pulses = int(data[22:30], 16)
-            self._info[axis] = {"serial": data[2:10], "year": data[10:14], "firmware": data[14:16],
-                                "hardware": data[16:18], "travel_deg": int(data[18:22], 16),
-                                "pulses_per_rev": pulses if pulses else PULSES_PER_REV}
+            with parse_errors(self.name, f"axis {axis}: identification {data!r}"):
+                pulses = int(data[22:30], 16)
+                self._info[axis] = {"serial": data[2:10], "year": data[10:14], "firmware": data[14:16],
+                                    "hardware": data[16:18], "travel_deg": int(data[18:22], 16),
+                                    "pulses_per_rev": pulses if pulses else PULSES_PER_REV}
             self.status_code(axis)  # clears a latched error from before we connected
 
     def identify(self) -> Identification:
@@ -109,7 +118,8 @@ class ELL14(PolarizationController):
         kind, data = self._exchange(axis, "gs")
         if kind != "GS":
             raise ProtocolError(self.name, f"axis {axis}: expected GS, got {kind}{data}")
-        return int(data, 16)
+        with parse_errors(self.name, f"axis {axis}: status {data!r}"):
+            return int(data, 16)
 
     def _move_absolute(self, axis: str, position_deg: float) -> None:
         pulses = round(position_deg * self._pulses(axis) / 360.0)

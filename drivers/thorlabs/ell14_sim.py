@@ -28,6 +28,7 @@ class ELL14Simulator(DeviceSimulator):
     """An Elliptec bus with one ELL14 per configured axis; positions drive waveplates in the SimLab."""
 
     model_id = "ell14"
+    frame_end = b"\r\n"
     speed_deg_per_s = 430.0  # full speed (100 %) rotation
 
     def __init__(self, lab: Any = None, name: str = "", options: dict | None = None):
@@ -87,6 +88,9 @@ class ELL14Simulator(DeviceSimulator):
             m = self.mounts.get(addr)
             if m is None:
                 continue  # no device at that address: silence, as on a real bus
+            if self.device_error_active:
+                self.reply(f"{addr}GS0B\r\n".encode())  # status 11: motor error (fault injection)
+                continue
             self._command(addr, m, cmd, data)
 
     def _command(self, addr: str, m: _Mount, cmd: str, data: str) -> None:

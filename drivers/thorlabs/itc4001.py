@@ -75,8 +75,14 @@ class ITC4001(Laser):
             self._command("OUTP2 ON")  # the TEC must run before the diode does
         self._command(f"OUTP {'ON' if on else 'OFF'}")
 
+    def _bool(self, cmd: str) -> bool:
+        text = self._query(cmd)
+        if text not in ("0", "1"):
+            raise ProtocolError(self.name, f"{cmd} answered {text!r}, not 0 or 1")
+        return text == "1"
+
     def output(self) -> bool:
-        return self._query("OUTP?") == "1"
+        return self._bool("OUTP?")
 
     def current_setpoint(self) -> float:
         return self._float("SOUR:CURR?")
@@ -99,9 +105,9 @@ class ITC4001(Laser):
         return self._float("MEAS:POW2?") * 1e3
 
     def protection(self) -> dict[str, bool]:
-        return {"interlock": self._query("OUTP:PROT:INTL:TRIP?") == "1",
-                "keylock": self._query("OUTP:PROT:KEYL:TRIP?") == "1",
-                "overtemperature": self._query("OUTP:PROT:OTEM:TRIP?") == "1"}
+        return {"interlock": self._bool("OUTP:PROT:INTL:TRIP?"),
+                "keylock": self._bool("OUTP:PROT:KEYL:TRIP?"),
+                "overtemperature": self._bool("OUTP:PROT:OTEM:TRIP?")}
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         return {**super().snapshot(), "current_limit": {"value": self.current_limit(), "unit": "A"}}

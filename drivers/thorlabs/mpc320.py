@@ -35,6 +35,6 @@ class MPC320(AptController):
     def set_velocity_percent(self, percent: int) -> None:
         """Paddle speed in % of 400 °/s (the device takes 10–100). A refused value raises InstrumentError
         (reported with the next reply); ProtocolError, InstrumentTimeout on a bad or missing reply."""
-        current = PolParams.unpack(self.pol_params)
+        current = self.decode(PolParams, Frame(POL_GET_PARAMS, data=self.pol_params))
         self.send(dataclasses.replace(current, unused=0, velocity_percent=int(percent)).frame(POL_SET_PARAMS))
         self.pol_params = self.query(Frame(POL_REQ_PARAMS), POL_GET_PARAMS).data

@@ -16,6 +16,7 @@ from qlab.sim.device import DeviceSimulator
 
 class DLCProSimulator(DeviceSimulator):
     model_id = "dlcpro"
+    frame_end = PROMPT
 
     def __init__(self, lab: Any = None, name: str = "", options: dict | None = None):
         super().__init__(lab, name, options)
@@ -68,6 +69,9 @@ class DLCProSimulator(DeviceSimulator):
         while (i := self.inbuf.find(b"\n")) >= 0:
             line = bytes(self.inbuf[:i]).decode("ascii", "replace").strip()
             del self.inbuf[: i + 1]
+            if self.device_error_active:
+                self.reply(b"Error: -10 system fault (simulated)" + PROMPT)
+                continue
             self.reply(self._execute(line).encode() + PROMPT)
 
     def _execute(self, line: str) -> str:

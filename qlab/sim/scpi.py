@@ -12,6 +12,7 @@ ERR_ILLEGAL_PARAM = '-224,"Illegal parameter value"'
 ERR_DATA_RANGE = '-222,"Data out of range"'
 ERR_SETTINGS_CONFLICT = '-221,"Settings conflict"'
 ERR_DATA_TYPE = '-104,"Data type error"'
+ERR_DEVICE_FAULT = '-300,"Device-specific error; hardware fault (simulated)"'
 
 
 def _node_regex(node: str) -> str:
@@ -32,6 +33,7 @@ class ScpiParser:
     def __init__(self) -> None:
         self._routes: list[tuple[re.Pattern, Handler]] = []
         self.errors: list[str] = []
+        self.fault_error: str | None = None  # set: every setting is refused with this error (fault injection)
 
     def route(self, pattern: str, handler: Handler) -> None:
         query = pattern.endswith("?")
@@ -60,6 +62,9 @@ class ScpiParser:
                 continue
             header, _, args = part.partition(" ")
             params = [a.strip() for a in args.split(",")] if args.strip() else []
+            if self.fault_error is not None and not header.endswith("?") and not header.startswith("*"):
+                self.push_error(self.fault_error)  # a faulted device refuses settings; queries still answer
+                continue
             for rx, handler in self._routes:
                 if rx.match(header):
                     try:
@@ -92,7 +97,9 @@ def parse_number(text: str, unit: str = "") -> float:
 
 
 def handle_scpi_lines(device, parser: ScpiParser, terminator: bytes = b"\n") -> None:
-    """Run every complete line in ``device.inbuf`` through ``parser``; each query's answer is one line."""
+    """Run every complete line in ``device.inbuf`` through ``parser``; each query's answer is one line. While the
+    device has a ``device-error`` fault, settings are refused through the error queue."""
+    parser.fault_error = ERR_DEVICE_FAULT if getattr(device, "device_error_active", False) else None
     while (i := device.inbuf.find(terminator)) >= 0:
         line = bytes(device.inbuf[:i]).decode("ascii", "replace").strip()
         del device.inbuf[: i + len(terminator)]

@@ -62,9 +62,20 @@ def _pump(dev: Any, read_fn, write_fn, stop: threading.Event) -> None:
 
 def serve(model: str, config: str | None = None, pty: bool = False, tcp_port: int | None = None,
           name: str | None = None, ready: threading.Event | None = None,
-          stop: threading.Event | None = None) -> int:
+          stop: threading.Event | None = None, fault: tuple[str, float | None] | None = None) -> int:
+    """Serve ``model`` until ``stop`` or Ctrl-C. ``fault``: (kind, seconds or None) from ``--fault KIND[@SECONDS]``,
+    started that many seconds after the first client connects. Raises QlabError for an unknown model or a
+    missing/invalid way to serve it."""
     dev, lab = _device(model, config, name)
     stop = stop or threading.Event()
+    if fault is not None:
+        kind, after_s = fault
+        try:
+            dev.inject(kind, after_s, from_connect=True)
+        except ValueError as exc:
+            raise QlabError(f"--fault: {exc}") from None
+        print(f"fault {kind} armed: {'at once' if not after_s else f'{after_s:g} s'} after the first client "
+              "connects", file=sys.stderr)
     own_server = getattr(dev, "serve_tcp", None)  # message-framed devices (ZeroMQ) serve their own sockets
     if own_server is not None:
         if pty or tcp_port is None:
@@ -92,6 +103,8 @@ def serve(model: str, config: str | None = None, pty: bool = False, tcp_port: in
             _pump(dev, read_pty, lambda b: os.write(master, b), stop)
         except KeyboardInterrupt:
             pass
+        except ConnectionError as exc:  # an injected disconnect: the device goes away
+            print(f"{exc}; closing {path}", file=sys.stderr)
         finally:
             os.close(master)
             os.close(slave)
@@ -124,7 +137,7 @@ def serve(model: str, config: str | None = None, pty: bool = False, tcp_port: in
                     return None
                 return data if data else None
 
-            with conn:
+            with conn, contextlib.suppress(OSError):  # client gone, or an injected disconnect drops it
                 dev.read_due()  # nothing queued for an earlier client reaches this one
                 dev.connect()
                 _pump(dev, read_sock, conn.sendall, stop)

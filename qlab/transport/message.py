@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import Protocol
 
+from qlab.errors import InstrumentDisconnected
 from qlab.transport.base import BufferedTransport
 
 
@@ -51,7 +52,10 @@ class SimMessageTransport(MessageTransport):
         self._replies: list[bytes] = []
 
     def _send_message(self, data: bytes) -> None:
-        reply = self.device.request(data)
+        try:
+            reply = self.device.request(data)
+        except ConnectionError as exc:  # the simulated device dropped the link (fault injection)
+            raise InstrumentDisconnected(self.name, f"link lost: {exc}") from None
         if reply is not None:
             self._replies.append(reply)
 

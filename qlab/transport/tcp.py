@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
-from qlab.errors import InstrumentError
+from qlab.errors import InstrumentDisconnected, InstrumentError
 from qlab.transport.base import BufferedTransport
 
 
@@ -29,7 +29,7 @@ class TcpTransport(BufferedTransport):
             except TimeoutError:
                 chunk = None
             if chunk == b"":
-                raise InstrumentError(self.name, "connection closed by the device")
+                raise InstrumentDisconnected(self.name, "connection closed by the device")
             if chunk:
                 self._buf += chunk
                 return
