@@ -6,6 +6,7 @@ Each prints a one-line summary first, then tables with units and sensible digits
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from qlab.console import channel_key, fmt, percent, print_fields, print_table, si
@@ -19,7 +20,16 @@ def print_run_result(proc: Any, results: dict[str, Any], plob_bps: float | None)
     if plob_bps is not None:
         print(f"simulated channel's PLOB bound (simulation truth, not measured): {plob_bps:.0f} bit/s")
     if "run_file" in results:
-        print(f"run file: {results['run_file']}")
+        print(f"run file: {display_path(results['run_file'])}")
+
+
+def display_path(path: str) -> str:
+    """``path`` relative to the working directory when it lies below it (shorter to read), else absolute."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
 
 
 def result_summary(procedure: str | None, results: list[dict[str, Any]]) -> str:
