@@ -220,7 +220,7 @@ def run_benchmarks(quick: bool = False, only: list[str] | None = None, table: bo
         print(f"running {name} ...", file=sys.stderr)
         r = fn(quick)
         for k, v in r.items():
-            rows.append((name, k, fmt(v, digits=3 if isinstance(v, float) else 12), unit_of(k)))
+            rows.append((name, k, fmt(v, digits=4), unit_of(k)))
         results.update(r)
     if table:
         print_table(rows, ["benchmark", "figure", "value", "unit"])

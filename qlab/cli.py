@@ -300,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from qlab.procedures import PROCEDURES
 
-    r = add("run", cmd_run, "run a procedure", epilog=cli_args.procedures_help(),
+    r = add("run", cmd_run, f"run a procedure ({', '.join(sorted(PROCEDURES))}); `qlab run --help` lists their "
+                            "parameters", epilog=cli_args.procedures_help(),
             formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("procedure", choices=sorted(PROCEDURES), metavar="PROCEDURE",
                    help=f"one of: {', '.join(sorted(PROCEDURES))} (parameters below)")
@@ -397,6 +398,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `qlab ... | head`: the reader has gone; nothing more to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # noqa: BLE001 - one line for users; the traceback on request
         if args.debug:
             raise

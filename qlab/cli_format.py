@@ -74,14 +74,17 @@ def print_info(summary: dict[str, Any], results: list[dict[str, Any]]) -> None:
     print_fields(fields)
     tags = summary.get("tags", {})
     if tags:
+        withheld = summary.get("withheld_tags", {})
+        secret_column = any(withheld.values())  # only key runs withhold tags
         rows = []
         for g, n in tags.items():
-            withheld = summary.get("withheld_tags", {}).get(g, 0)
             duration = summary.get("duration_s", {}).get(g)
-            rate = n / duration if duration else None
-            rows.append((g, f"{n:,}", fmt(duration, "s"), si(rate, "Hz"), f"{withheld:,}"))
+            rate = (n + withheld.get(g, 0)) / duration if duration else None  # withheld tags were detected too
+            rows.append((g, f"{n:,}", fmt(duration, "s"), si(rate, "Hz"))
+                        + ((f"{withheld.get(g, 0):,}",) if secret_column else ()))
         print()
-        print_table(rows, ["stream", "tags", "duration", "mean rate", "withheld (secret)"])
+        print_table(rows, ["stream", "tags", "duration", "mean rate"]
+                    + (["withheld (secret key-run tags)"] if secret_column else []))
         total = sum(tags.values())
         if total:
             print(f"storage: {fmt(summary.get('bytes_per_tag'), 'bytes/tag', 3)}")
