@@ -381,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.fn(args) or 0)
     except ConfigError as exc:
-        print(f"config error:\n{exc}", file=sys.stderr)
+        sep = "\n" if len(exc.problems) > 1 else " "  # one problem: one line; several: one per line
+        print(f"config error:{sep}{exc}", file=sys.stderr)
         return 2
     except UsageError as exc:
         print(f"qlab: error: {exc}", file=sys.stderr)
