@@ -1,6 +1,7 @@
 """`qlab bench`: throughput of the hot paths, each with a reference measured in the same run.
 
-Printed to stderr as a table; ``--json`` returns the figures. Tests never assert these numbers.
+Printed to stdout as a table with units (progress on stderr); ``--json`` returns the figures instead. Tests
+never assert these numbers.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from qlab.console import fmt, print_table
 
 
 def _best(fn: Callable[[], Any], repeat: int = 3) -> float:
@@ -184,14 +187,41 @@ BENCHMARKS: dict[str, Callable[[bool], dict[str, float]]] = {
     "coincidence": bench_coincidence, "simulator": bench_simulator, "storage": bench_storage, "qkd": bench_qkd}
 
 
-def run_benchmarks(quick: bool = False, only: list[str] | None = None) -> dict[str, float]:
+# Units and meanings of the result keys, by suffix (longest match first).
+UNITS: list[tuple[str, str]] = [
+    ("_vs_copy", "× memcpy speed"), ("_mtags_s", "Mtags/s"), ("_mbit_s", "Mbit/s"), ("_kbit_s", "kbit/s"),
+    ("_mcps", "Mcounts/s"), ("_bytes_per_tag", "bytes/tag"), ("_input_tags", "tags"), ("_input_bits", "bits"),
+]
+
+
+def unit_of(key: str) -> str:
+    """The unit of a result key; Cascade's ``cascade_f_*`` are efficiencies f (leaked / Shannon limit)."""
+    if key.startswith("cascade_f_"):
+        return "f (1 = Shannon limit)"
+    for suffix, unit in UNITS:
+        if key.endswith(suffix) or f"{suffix}_" in key:
+            return unit
+    return ""
+
+
+def run_benchmarks(quick: bool = False, only: list[str] | None = None, table: bool = False) -> dict[str, float]:
+    """Run the benchmarks (all, or the names in ``only``); ``table``: print the results on stdout.
+    Raises QlabError for an unknown name in ``only``."""
+    from qlab.errors import QlabError
+
+    unknown = sorted(set(only or []) - set(BENCHMARKS))
+    if unknown:
+        raise QlabError(f"unknown benchmark(s) {', '.join(unknown)}; valid: {', '.join(BENCHMARKS)}")
     results: dict[str, float] = {}
+    rows: list[tuple[str, str, str, str]] = []
     for name, fn in BENCHMARKS.items():
         if only and name not in only:
             continue
         print(f"running {name} ...", file=sys.stderr)
         r = fn(quick)
         for k, v in r.items():
-            print(f"  {k:40s} {v:12.3f}", file=sys.stderr)
+            rows.append((name, k, fmt(v, digits=4), unit_of(k)))
         results.update(r)
+    if table:
+        print_table(rows, ["benchmark", "figure", "value", "unit"])
     return results

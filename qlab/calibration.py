@@ -14,8 +14,10 @@ from typing import Any
 
 
 class CalibrationStore:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, writable: bool = True):
+        """``writable=False``: ``add`` returns the record without appending it (runs with --no-record)."""
         self.path = Path(path)
+        self.writable = writable
 
     def records(self, kind: str | None = None) -> list[dict[str, Any]]:
         if not self.path.is_file():
@@ -33,9 +35,11 @@ class CalibrationStore:
         return recs[-1] if recs else None
 
     def add(self, kind: str, values: dict[str, Any], source: str = "") -> dict[str, Any]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         rec = {"version": len(self.records(kind)) + 1, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                "kind": kind, "values": values, "source": source}
+        if not self.writable:
+            return rec
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(rec) + "\n")
             f.flush()

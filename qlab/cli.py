@@ -1,4 +1,9 @@
-"""The `qlab` command. With --json exactly one JSON object goes to stdout; progress and logs go to stderr."""
+"""The `qlab` command. With --json exactly one JSON object goes to stdout; progress and logs go to stderr.
+
+Global options (--config, --json, -v, --debug) mean the same before or after the subcommand. Every error is
+one line on stderr with a non-zero exit code: 2 for a bad argument or config, 1 for other qlab errors, 130 for
+an abort; an unexpected exception shows its traceback only with --debug.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from qlab import cli_args
+from qlab.console import Progress
 from qlab.errors import AbortedError, ConfigError, NotBuiltError, QlabError
 
 log = logging.getLogger("qlab")
+
+GLOBAL_DEFAULTS: dict[str, Any] = {"config": None, "json": False, "verbose": False, "debug": False}
 
 
 def _jsonable(o: Any) -> Any:
@@ -37,65 +46,46 @@ def emit_json(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-class ProgressBar:
-    """A one-line progress bar on stderr (only when stderr is a terminal; otherwise sparse log lines)."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self._last = -1.0
-
-    def __call__(self, fraction: float, message: str) -> None:
-        if self.tty:
-            n = int(30 * fraction)
-            sys.stderr.write(f"\r[{'#' * n}{'.' * (30 - n)}] {100 * fraction:5.1f}% {message[:60]:60s}")
-            if fraction >= 1.0:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
-        elif fraction - self._last >= 0.1 or fraction >= 1.0:
-            self._last = fraction
-            sys.stderr.write(f"{100 * fraction:5.1f}% {message}\n")
-
-
 # -- commands ----------------------------------------------------------------------------------------------
 
 def _open_lab(args: argparse.Namespace, realtime: bool | None = None):
     from qlab.lab import Lab
 
-    return Lab.from_config(args.config, realtime=realtime, seed=getattr(args, "seed", None)).open()
+    lab = Lab.from_config(args.config, realtime=realtime, seed=getattr(args, "seed", None))
+    # --no-record: nothing of the run persists, calibrations included (they still apply in this process).
+    lab.record_calibrations = not getattr(args, "no_record", False)
+    return lab.open()
 
 
 def _run_procedure(args: argparse.Namespace, name: str, values: dict[str, Any]) -> int:
+    from qlab.cli_format import print_run_result
     from qlab.procedures import PROCEDURES
     from qlab.procedures.engine import RunEngine
 
     if name not in PROCEDURES:
         raise QlabError(f"unknown procedure {name!r}; available: {', '.join(sorted(PROCEDURES))}")
-    proc = PROCEDURES[name](**values)
+    proc = PROCEDURES[name](**values)  # parameters are checked before any instrument is opened
     lab = _open_lab(args)
     try:
-        engine = RunEngine(lab, ProgressBar())
+        with Progress() as progress:
+            engine = RunEngine(lab, progress)
 
-        def on_signal(signum: int, frame: Any) -> None:
-            log.warning("signal %d: aborting, switching lasers off", signum)
-            engine.abort()
+            def on_signal(signum: int, frame: Any) -> None:
+                log.warning("signal %d: aborting, switching lasers off", signum)
+                engine.abort()
 
-        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            results = engine.run(proc, record=not args.no_record)
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
+            old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                results = engine.run(proc, record=not args.no_record)
+            finally:
+                for s, h in old.items():
+                    signal.signal(s, h)
     finally:
         lab.close()
     if args.json:
         emit_json({"procedure": name, **results})
     else:
-        print(f"{proc.title}\n{proc.summary(results)}")
-        bound = _simulated_plob_bps(name, results.get("simulation_truth", {}))
-        if bound is not None:
-            print(f"simulated channel's PLOB bound (simulation truth, not measured): {bound:.0f} bit/s")
-        if "run_file" in results:
-            print(f"run file: {results['run_file']}")
+        print_run_result(proc, results, _simulated_plob_bps(name, results.get("simulation_truth", {})))
     return 0
 
 
@@ -110,18 +100,28 @@ def _simulated_plob_bps(procedure: str, truth: dict[str, Any]) -> float | None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    return _run_procedure(args, "demo", {"integration_s": args.integration_s})
+    values: dict[str, Any] = {}
+    if args.integration_s is not None:
+        values["integration_s"] = args.integration_s
+    return _run_procedure(args, "demo", values)
+
+
+def _param_values(items: list[str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for item in items:
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise QlabError(f"--param expects KEY=VALUE, got {item!r}")
+        values[key.strip().replace("-", "_")] = val.strip()
+    return values
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    values = {}
-    for item in args.param or []:
-        key, sep, val = item.partition("=")
-        if not sep:
-            raise QlabError(f"--param expects KEY=VALUE, got {item!r}")
-        values[key.replace("-", "_")] = val
+    values: dict[str, Any] = _param_values(args.param or [])
     if args.protocol is not None:
         values["protocol"] = args.protocol
+    if args.integration_s is not None:
+        values["integration_s"] = args.integration_s
     return _run_procedure(args, args.procedure, values)
 
 
@@ -144,32 +144,35 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from qlab.cli_format import print_info
     from qlab.storage.reader import RunReader
 
     with RunReader(args.file) as r:
         summary = r.summary()
-        summary["results_data"] = {x["name"]: x["data"] for x in r.results()} if args.json else None
+        results = r.results()
     if args.json:
+        summary["results_data"] = {x["name"]: x["data"] for x in results}
         emit_json(summary)
     else:
-        for k, v in summary.items():
-            if k != "results_data":
-                print(f"{k:18s} {v}")
+        print_info(summary, results)
     return 0
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from qlab.analysis.offline import analyze_file
+    from qlab.cli_format import print_analysis
 
-    result = analyze_file(args.file, roles=args.roles, window_ps=args.window_ps, find=args.find_delays,
-                          config_path=args.config, protocol=args.protocol)
+    roles = ",".join(f"{r}={c}" for r, c in args.roles.items()) if args.roles else None
+    result = analyze_file(args.file, roles=roles, window_ps=args.window_ps, find=args.find_delays,
+                          config_path=args.config, protocol=args.protocol, step=args.step, segment=args.segment)
     if result.get("secret"):
         print(f"qlab analyze: WARNING: {result['warning']}", file=sys.stderr)
+    for warning in result.get("warnings", []):
+        print(f"qlab analyze: warning: {warning}", file=sys.stderr)
     if args.json:
         emit_json(result)
     else:
-        for k, v in result.items():
-            print(f"{k:14s} {v}")
+        print_analysis(result)
     return 0
 
 
@@ -181,17 +184,48 @@ def cmd_sim_list(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"models": models})
     else:
-        for m, info in models.items():
-            print(f"{m:10s} {info['kind']:13s} {info['driver']:20s} {info['simulation']}")
+        from qlab.console import print_table
+
+        print_table([(m, i["kind"], i["driver"], i["simulation"]) for m, i in models.items()],
+                    ["model", "kind", "driver", "simulation"])
     return 0
 
 
+def _bus_addresses(model: str, config: str | None, name: str | None) -> list[str]:
+    """Bus addresses the served device answers on (multi-drop buses such as Elliptec): the configured axes of
+    the instrument the simulator couples to, else the simulator's single default address; [] for devices
+    without a bus address."""
+    from qlab.catalogue import SIM_MODELS
+    from qlab.config import load_config
+
+    entry = SIM_MODELS.get(model)
+    if entry is None:
+        return []
+    loaded = load_config(config)
+    for inst_name, inst in loaded.config.instruments.items():
+        if inst.driver == entry.driver_id and (name is None or inst_name == name):
+            return [f"{ax} at address {a.address if a.address is not None else i}"
+                    for i, (ax, a) in enumerate(inst.axes.items())]
+    return []
+
+
 def cmd_sim_serve(args: argparse.Namespace) -> int:
+    from qlab.catalogue import SIM_MODELS
     from qlab.sim.serve import serve
 
+    if args.model not in SIM_MODELS:
+        raise UsageError(f"unknown model {args.model!r}; `qlab sim list` shows the models: "
+                         f"{', '.join(sorted(SIM_MODELS))}")
     if not args.pty and args.tcp is None:
-        raise QlabError("qlab sim serve needs --pty or --tcp PORT")
-    return serve(args.model, config=args.config, pty=args.pty, tcp_port=args.tcp, name=args.name, fault=args.fault)
+        raise UsageError("qlab sim serve needs --pty or --tcp PORT")
+    addresses = _bus_addresses(args.model, args.config, args.name)
+    if addresses:
+        print(f"bus addresses answering: {', '.join(addresses)}", file=sys.stderr)
+    try:
+        return serve(args.model, config=args.config, pty=args.pty, tcp_port=args.tcp, name=args.name,
+                     fault=args.fault)
+    except OSError as exc:
+        raise QlabError(f"cannot serve {args.model}: {exc.strerror or exc}") from None
 
 
 def _fault_arg(text: str) -> tuple[str, float | None]:
@@ -206,7 +240,7 @@ def _fault_arg(text: str) -> tuple[str, float | None]:
 def cmd_bench(args: argparse.Namespace) -> int:
     from qlab.bench import run_benchmarks
 
-    results = run_benchmarks(quick=args.quick, only=args.only)
+    results = run_benchmarks(quick=args.quick, only=args.only, table=not args.json)
     if args.json:
         emit_json(results)
     return 0
@@ -220,82 +254,151 @@ def cmd_gui(args: argparse.Namespace) -> int:
     return gui_main(args.config, quit_after_s=args.quit_after)
 
 
+class UsageError(QlabError):
+    """A command-line argument is invalid (exit code 2, like argparse's own usage errors)."""
+
+
 # -- parser ----------------------------------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``qlab analyze: error: argument --window-ps: ...`` and exit code 2 (the
+    usage text is one --help away)."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _global_options() -> argparse.ArgumentParser:
+    """Options accepted before and after the subcommand. Their defaults are SUPPRESSed so a subparser that does
+    not see an option leaves the value given before the subcommand alone; main() fills GLOBAL_DEFAULTS."""
+    g = _Parser(add_help=False)
+    opts = g.add_argument_group("global options (before or after the subcommand)")
+    opts.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
+                      help="lab description (default: ./instruments.yaml, else the built-in simulated lab)")
+    opts.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                      help="print exactly one JSON object on stdout (for programs)")
+    opts.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                      help="log debug messages to stderr")
+    opts.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                      help="show the traceback of unexpected errors")
+    return g
+
+
+def _add_run_options(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--seed", type=cli_args.seed, metavar="N",
+                    help="seed of the simulated lab's randomness (reproducible simulation; never used for "
+                         "QKD protocol randomness)")
+    sp.add_argument("--no-record", action="store_true",
+                    help="write nothing: no run file and no calibration record (calibrations found still apply "
+                         "during this run)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help="lab description (default: ./instruments.yaml, else the built-in "
-                                         "simulated lab)")
-    common.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
-    common.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
+    common = _global_options()
+    p = _Parser(prog="qlab", description="Quantum-optics lab framework", parents=[common])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = argparse.ArgumentParser(prog="qlab", description="Quantum-optics lab framework", parents=[common])
-    sub = p.add_subparsers(dest="command", required=True)
-
-    def add(name: str, fn: Callable, help_: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help_, parents=[common])
+    def add(name: str, fn: Callable, help_: str, **kw: Any) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_, parents=[common], **kw)
         sp.set_defaults(fn=fn)
         return sp
 
-    d = add("demo", cmd_demo, "calibrate delays and polarization, run CHSH on the (simulated) lab")
-    d.add_argument("--integration-s", type=float, default=1.0)
-    d.add_argument("--seed", type=int)
-    d.add_argument("--no-record", action="store_true", help="do not write a run file")
+    d = add("demo", cmd_demo, "calibrate delays and polarization, run CHSH and BBM92 QKD on the (simulated) lab")
+    d.add_argument("--integration-s", type=cli_args.positive_seconds, metavar="SECONDS",
+                   help="integration per measurement (CHSH setting, QKD block); default: each step's own")
+    _add_run_options(d)
 
-    r = add("run", cmd_run, "run a procedure (delays, darkcounts, polarization, chsh, ...)")
-    r.add_argument("procedure")
-    r.add_argument("--param", "-p", action="append", metavar="KEY=VALUE")
-    r.add_argument("--seed", type=int)
-    r.add_argument("--no-record", action="store_true")
-    r.add_argument("--protocol", choices=["bbm92", "bb84"], help="for qkd")
+    from qlab.procedures import PROCEDURES
 
-    a = add("analyze", cmd_analyze, "run the coincidence core on a stored stream")
-    a.add_argument("file")
-    a.add_argument("--roles", help="e.g. alice.H=0,alice.V=1,...; default: the config's wiring")
-    a.add_argument("--window-ps", type=int)
-    a.add_argument("--find-delays", action="store_true")
-    a.add_argument("--protocol", choices=["bbm92"], default=None)
+    r = add("run", cmd_run, f"run a procedure ({', '.join(sorted(PROCEDURES))}); `qlab run --help` lists their "
+                            "parameters", epilog=cli_args.procedures_help(),
+            formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("procedure", choices=sorted(PROCEDURES), metavar="PROCEDURE",
+                   help=f"one of: {', '.join(sorted(PROCEDURES))} (parameters below)")
+    r.add_argument("--param", "-p", action="append", metavar="KEY=VALUE",
+                   help="set a procedure parameter (repeatable); values are checked against its range")
+    r.add_argument("--integration-s", type=cli_args.positive_seconds, metavar="SECONDS",
+                   help="shorthand for -p integration_s=SECONDS")
+    r.add_argument("--protocol", choices=["bbm92", "bb84"], help="qkd: which protocol (default bbm92)")
+    _add_run_options(r)
+
+    a = add("analyze", cmd_analyze, "run the coincidence core on a stored stream (run file, Photon-HDF5, PTU)")
+    a.add_argument("file", help="run file (.h5), Photon-HDF5 file or PicoQuant PTU (T2)")
+    a.add_argument("--roles", type=cli_args.roles, metavar="ROLE=CH,...",
+                   help="e.g. alice.H=0,alice.V=1,...; each role and channel once; default: the config's wiring")
+    a.add_argument("--window-ps", type=cli_args.window_ps, metavar="PS",
+                   help="coincidence window in ps (1 .. 1e9; default: the config's analysis.window_ps)")
+    a.add_argument("--find-delays", action="store_true",
+                   help="find the channels' relative delays from the data before counting")
+    a.add_argument("--protocol", choices=["bbm92"], default=None, help="also distill a BBM92 key (no key kept)")
+    sel = a.add_mutually_exclusive_group()
+    sel.add_argument("--step", metavar="NAME",
+                     help="a demo run file: analyze only the tags of this step (delays, polarization, chsh)")
+    sel.add_argument("--segment", type=int, metavar="N",
+                     help="analyze only the N-th acquisition (0-based) of a run file; segments are separated "
+                          "by pauses of the tagger stream")
 
     i = add("info", cmd_info, "summarize a run file")
-    i.add_argument("file")
+    i.add_argument("file", help="run file (.h5) or Photon-HDF5 file")
 
     g = add("gui", cmd_gui, "open the desktop GUI")
-    g.add_argument("--quit-after", type=float, metavar="SECONDS", help="close by itself (smoke tests, demos)")
+    g.add_argument("--quit-after", type=cli_args.positive_seconds, metavar="SECONDS",
+                   help="close by itself (smoke tests, demos)")
 
-    c = add("config", lambda a: (a.config_fn(a)), "check a lab description")
-    csub = c.add_subparsers(dest="config_command", required=True)
-    cc = csub.add_parser("check", parents=[common], help="validate instruments.yaml")
-    cc.add_argument("path", nargs="?")
+    c = add("config", lambda a: 0, "check a lab description")
+    csub = c.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    cc = csub.add_parser("check", parents=[common], help="validate instruments.yaml",
+                         description="validate instruments.yaml")
+    cc.add_argument("path", nargs="?", help="file to check (default: --config, else ./instruments.yaml)")
     cc.set_defaults(fn=cmd_config_check)
 
     s = add("sim", lambda a: 0, "simulated instruments")
-    ssub = s.add_subparsers(dest="sim_command", required=True)
+    ssub = s.add_subparsers(dest="sim_command", required=True, metavar="SUBCOMMAND")
     sl = ssub.add_parser("list", parents=[common], help="list simulatable models")
     sl.set_defaults(fn=cmd_sim_list)
-    ss = ssub.add_parser("serve", parents=[common], help="expose a simulated device on a pty or TCP port")
-    ss.add_argument("model")
-    ss.add_argument("--pty", action="store_true")
-    ss.add_argument("--tcp", type=int, metavar="PORT")
+    ss = ssub.add_parser("serve", parents=[common], help="expose a simulated device on a pty or TCP port",
+                         description="expose a simulated device on a pseudo-terminal or a loopback TCP port")
+    ss.add_argument("model", help="a model from `qlab sim list` (e.g. ell14, itc4001, dlcpro)")
+    how = ss.add_mutually_exclusive_group()
+    how.add_argument("--pty", action="store_true",
+                     help="serve on a new pseudo-terminal; its path is printed on stdout (serial devices)")
+    how.add_argument("--tcp", type=cli_args.tcp_port, metavar="PORT",
+                     help="serve on 127.0.0.1:PORT (must be free; some devices also use PORT+1)")
     ss.add_argument("--name", help="instrument name in the config whose simulated lab coupling to use")
     ss.add_argument("--fault", type=_fault_arg, metavar="KIND[@SECONDS]",
                     help="inject a fault (silent, disconnect, garbage, truncated, device-error, overflow) at once "
                          "or SECONDS after the first client connects")
     ss.set_defaults(fn=cmd_sim_serve)
 
-    b = add("bench", cmd_bench, "measure throughput against same-run references")
+    from qlab.bench import BENCHMARKS
+
+    b = add("bench", cmd_bench, "measure throughput against same-run references (table on stdout)")
     b.add_argument("--quick", action="store_true", help="smaller inputs (seconds instead of a minute)")
-    b.add_argument("--only", action="append", help="run only these benchmarks")
+    b.add_argument("--only", action="append", choices=list(BENCHMARKS), metavar="NAME",
+                   help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
+    for key, value in GLOBAL_DEFAULTS.items():
+        if not hasattr(args, key):
+            setattr(args, key, value)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.fn(args) or 0)
     except ConfigError as exc:
-        print(f"config error:\n{exc}", file=sys.stderr)
+        sep = "\n" if len(exc.problems) > 1 else " "  # one problem: one line; several: one per line
+        print(f"config error:{sep}{exc}", file=sys.stderr)
+        return 2
+    except UsageError as exc:
+        print(f"qlab: error: {exc}", file=sys.stderr)
         return 2
     except NotBuiltError as exc:
         print(f"not built yet: {exc}", file=sys.stderr)
@@ -305,6 +408,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except QlabError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `qlab ... | head`: the reader has gone; nothing more to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:  # noqa: BLE001 - one line for users; the traceback on request
+        if args.debug:
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", file=sys.stderr)
         return 1
 
 

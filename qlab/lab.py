@@ -30,6 +30,9 @@ class Lab:
         self.loaded = loaded
         self.config = loaded.config
         self.apply_calibrations = apply_calibrations
+        # False for runs that must leave nothing behind (`--no-record`): new calibrations apply in this
+        # process only and are not appended to calibrations.jsonl.
+        self.record_calibrations = True
         # The simulation behind `backend: sim` instruments (None on hardware). `sim` stays for tests, the
         # simulation's side; procedures, analysis and the GUI use only `clock`, `simulation_report` and
         # `simulation_service`.
@@ -83,7 +86,7 @@ class Lab:
 
     @property
     def calibrations(self) -> CalibrationStore:
-        return CalibrationStore(self.data_dir / "calibrations.jsonl")
+        return CalibrationStore(self.data_dir / "calibrations.jsonl", writable=self.record_calibrations)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def open(self) -> Lab:

@@ -24,9 +24,14 @@ def parse_roles(text: str) -> dict[str, int]:
         if not sep:
             raise QlabError(f"--roles: expected ROLE=CHANNEL, got {item!r}")
         try:
-            roles[role.strip()] = int(ch)
+            channel = int(ch)
         except ValueError:
             raise QlabError(f"--roles: channel of {role} must be an integer, got {ch!r}") from None
+        twin = next((r for r, c in roles.items() if c == channel), None)
+        if twin is not None or role.strip() in roles:
+            raise QlabError(f"--roles: {twin or role.strip()} and {role.strip()} both map to channel {channel}"
+                            if twin else f"--roles: role {role.strip()} given twice")
+        roles[role.strip()] = channel
     return roles
 
 
@@ -72,7 +77,16 @@ def open_stream(path: str | Path) -> tuple[Iterator[TagChunk], Any]:
 
 def analyze_file(path: str | Path, roles: str | None = None, window_ps: int | None = None,
                  find: bool = False, config_path: str | None = None, protocol: str | None = None,
-                 accidentals_offset_ps: int | None = None, delay_search_tags: int = 4_000_000) -> dict[str, Any]:
+                 accidentals_offset_ps: int | None = None, delay_search_tags: int = 4_000_000,
+                 step: str | None = None, segment: int | None = None) -> dict[str, Any]:
+    """Singles, coincidences, accidentals (and QBER for BBM92 roles) of a stored stream.
+
+    ``step``/``segment`` restrict a qlab run file to one demo step's tags or the N-th acquisition
+    (qlab.analysis.selection). Raises QlabError when the role mapping names channels the file has no events
+    on (explicit ``roles``) or maps none of the channels that have events; photons on unmapped channels are
+    reported in ``warnings``. AnalysisError when ``find`` meets a mapped channel without events.
+    """
+    from qlab.analysis.selection import select_tags
     from qlab.config import load_config
 
     if protocol not in (None, "bbm92"):
@@ -87,11 +101,17 @@ def analyze_file(path: str | Path, roles: str | None = None, window_ps: int | No
         role_map = parse_roles(roles)
     else:
         role_map = {i.channel.role: i.channel.input for i in cfg.config.instruments.values() if i.channel}
-    window = window_ps or cfg.config.analysis.window_ps
+    if window_ps is not None and window_ps <= 0:
+        raise QlabError(f"window_ps must be > 0 ps, got {window_ps}")
+    window = window_ps if window_ps is not None else cfg.config.analysis.window_ps
     acc_off = accidentals_offset_ps if accidentals_offset_ps is not None else cfg.config.analysis.accidentals_offset_ps
     channels = sorted(set(role_map.values()))
     stream, closer = open_stream(path)
+    counts = np.zeros(512, np.int64)  # events per channel (index = channel + 256), mapped or not
+    selection = ""
     try:
+        if step is not None or segment is not None:
+            stream, selection = select_tags(path, stream, step=step, segment=segment)
         delays: dict[int, float] = {ch: 0.0 for ch in channels}
         first: list[TagChunk] = []
         if find:
@@ -101,6 +121,8 @@ def analyze_file(path: str | Path, roles: str | None = None, window_ps: int | No
                 n += len(chunk)
                 if n >= delay_search_tags:
                     break
+            sample = TagChunk.concatenate(first) if first else None
+            _require_events(sample, role_map, path)
             ref = role_map.get("alice.H", channels[0])
             delays, _ = find_delays(TagChunk.concatenate(first), channels, ref)
         int_delays = {c: int(round(d)) for c, d in delays.items()}
@@ -109,6 +131,7 @@ def analyze_file(path: str | Path, roles: str | None = None, window_ps: int | No
         nfold = NFoldCounter([[role_map[r] for r in g] for g in groups], window, int_delays) if groups else None
         kept: list[TagChunk] = []  # key distillation needs the whole block (bounded by the file's size)
         for chunk in itertools.chain(first, stream):
+            counts += np.bincount(chunk.channels.astype(np.int64) + 256, minlength=512)[:512]
             counter.process(chunk)
             if nfold is not None:
                 nfold.process(chunk)
@@ -118,6 +141,7 @@ def analyze_file(path: str | Path, roles: str | None = None, window_ps: int | No
     finally:
         if closer is not None:
             closer.close()
+    warnings = _check_mapping(counts, role_map, explicit=bool(roles), path=path)
     res = counter.total
     by_ch = {ch: role for role, ch in role_map.items()}
     out: dict[str, Any] = {
@@ -125,7 +149,10 @@ def analyze_file(path: str | Path, roles: str | None = None, window_ps: int | No
         "delays_ps": {str(ch): round(delays[ch], 1) for ch in channels},
         "singles": {role: res.single(ch) for role, ch in role_map.items()},
         "nfold": {"+".join(g): int(n) for g, n in zip(groups, nfold.counts, strict=True)} if nfold else {},
-        "coincidences": {}, "accidentals": {}, "duration_s": res.duration_s, "exposure_s": res.exposure_s}
+        "coincidences": {}, "accidentals": {}, "duration_s": res.duration_s, "exposure_s": res.exposure_s,
+        "roles": dict(role_map), "channel_events": _present(counts), "warnings": warnings}
+    if selection:
+        out["selection"] = selection
     alice = sorted(r for r in role_map if r.startswith("alice."))
     bob = sorted(r for r in role_map if r.startswith("bob."))
     pairs = [(a, b) for a in alice for b in bob] if alice and bob else [
@@ -147,6 +174,58 @@ def analyze_file(path: str | Path, roles: str | None = None, window_ps: int | No
         out["secret"] = True
         out["warning"] = SECRET_NOTE
     return out
+
+
+def _present(counts: np.ndarray) -> dict[str, int]:
+    """Channels with events, in numeric order: {"channel": events}."""
+    return {str(i - 256): int(counts[i]) for i in np.flatnonzero(counts)}
+
+
+def _mapping_text(role_map: dict[str, int]) -> str:
+    return ", ".join(f"{r}={c}" for r, c in sorted(role_map.items(), key=lambda x: x[1]))
+
+
+def _present_text(counts: np.ndarray) -> str:
+    present = _present(counts)
+    return ", ".join(f"{ch} ({n:,} events)" for ch, n in present.items()) if present else "none (no events)"
+
+
+def _require_events(sample: TagChunk | None, role_map: dict[str, int], path: str | Path) -> None:
+    """--find-delays needs events on every mapped channel; AnalysisError naming the empty ones otherwise."""
+    from qlab.errors import AnalysisError
+
+    counts = np.zeros(512, np.int64)
+    if sample is not None and len(sample):
+        counts += np.bincount(sample.channels.astype(np.int64) + 256, minlength=512)[:512]
+    empty = [f"{c} ({r})" for r, c in sorted(role_map.items(), key=lambda x: x[1]) if counts[c + 256] == 0]
+    if empty:
+        n = 0 if sample is None else len(sample)
+        raise AnalysisError(f"{path}: --find-delays: no events on channel(s) {', '.join(empty)} in the first "
+                            f"{n:,} tags, so there is no delay to find; channels with events: "
+                            f"{_present_text(counts)}; mapping used: {_mapping_text(role_map)}")
+
+
+def _check_mapping(counts: np.ndarray, role_map: dict[str, int], explicit: bool, path: str | Path) -> list[str]:
+    """Refuse a mapping that misses the data; warnings for photons on channels no role is mapped to."""
+    mapped = set(role_map.values())
+    unmapped = {i - 256: int(counts[i]) for i in np.flatnonzero(counts) if i - 256 not in mapped}
+    empty = [f"{c} ({r})" for r, c in sorted(role_map.items(), key=lambda x: x[1]) if counts[c + 256] == 0]
+    source = "--roles" if explicit else "the config's wiring"
+    if counts.sum() and all(counts[c + 256] == 0 for c in mapped):
+        raise QlabError(f"{path}: none of the {int(counts.sum()):,} events is on a mapped channel; channels "
+                        f"present: {_present_text(counts)}; mapping used ({source}): {_mapping_text(role_map)}. "
+                        "Give --roles ROLE=CHANNEL,... for this file")
+    if explicit and empty:
+        raise QlabError(f"{path}: --roles names channel(s) the file has no events on: {', '.join(empty)}; "
+                        f"channels present: {_present_text(counts)}")
+    warnings = []
+    if unmapped:
+        warnings.append(f"{sum(unmapped.values()):,} events on channel(s) "
+                        f"{', '.join(str(c) for c in sorted(unmapped))} not mapped to any role were ignored; "
+                        f"mapping used ({source}): {_mapping_text(role_map)}")
+    if empty and not explicit:
+        warnings.append(f"no events on mapped channel(s) {', '.join(empty)}")
+    return warnings
 
 
 def _distill_file(chunks: list[TagChunk], roles: dict[str, int], delays: dict[int, float], window_ps: int,

@@ -62,10 +62,11 @@ class DelaysProcedure(Procedure):
         else:
             for ch, d in old.items():
                 lab[tagger].set_delay(ch, d)
+        delays = dict(sorted(delays.items()))  # channels in numeric order in results and summaries
         return {"reference_channel": ref, "delays_ps": {str(k): v for k, v in delays.items()},
-                "peak_sigma": {str(k): (None if v == float("inf") else round(v, 1)) for k, v in sigma.items()},
-                "applied_input_delays_ps": {str(k): v for k, v in applied.items()}, "applied": self.apply}
+                "peak_sigma": {str(k): (None if v == float("inf") else round(v, 1)) for k, v in sorted(sigma.items())},
+                "applied_input_delays_ps": {str(k): v for k, v in sorted(applied.items())}, "applied": self.apply}
 
     def summary(self, r: dict[str, Any]) -> str:
-        pairs = ", ".join(f"{k}:{v}" for k, v in r["delays_ps"].items())
+        pairs = ", ".join(f"{k}:{v}" for k, v in sorted(r["delays_ps"].items(), key=lambda kv: int(kv[0])))
         return f"delays (ps, vs ch {r['reference_channel']}): {pairs}"

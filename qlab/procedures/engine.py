@@ -11,6 +11,7 @@ what only the simulation knows (``Lab.simulation_report``, e.g. the channel's PL
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -39,14 +40,36 @@ class Param:
     maximum: float | None = None
 
     def coerce(self, name: str, value: Any) -> Any:
+        """``value`` (e.g. the text of ``-p KEY=VALUE``) as the default's type, checked against the range.
+        Raises QlabError naming the parameter for a wrong type, NaN/infinity or a value out of range."""
         kind = type(self.default)
         try:
-            v = kind(value) if not isinstance(self.default, bool) else _to_bool(value)
-        except (TypeError, ValueError):
+            if isinstance(self.default, bool):
+                v = _to_bool(value)
+            elif isinstance(self.default, int) and isinstance(value, str):
+                v = _to_int(value)
+            else:
+                v = kind(value)
+        except (TypeError, ValueError, OverflowError):
             raise QlabError(f"parameter {name}: expected {kind.__name__}, got {value!r}") from None
+        if isinstance(v, float) and not math.isfinite(v):
+            raise QlabError(f"parameter {name}: {value!r} is not a finite number")
         if self.minimum is not None and v < self.minimum or self.maximum is not None and v > self.maximum:
-            raise QlabError(f"parameter {name}={v} outside [{self.minimum}, {self.maximum}] {self.unit}")
+            lo = "-inf" if self.minimum is None else f"{self.minimum:g}"
+            hi = "inf" if self.maximum is None else f"{self.maximum:g}"
+            raise QlabError(f"parameter {name}={v:g} is outside [{lo}, {hi}] {self.unit}".rstrip())
         return v
+
+
+def _to_int(text: str) -> int:
+    """An integer from text, also written as an integral float ("1e6", "200000.0")."""
+    try:
+        return int(text)
+    except ValueError:
+        f = float(text)
+        if not math.isfinite(f) or f != int(f):
+            raise ValueError(text) from None
+        return int(f)
 
 
 def _to_bool(v: Any) -> bool:

@@ -62,6 +62,8 @@ class PolarizationProcedure(Procedure):
         before = measure_visibilities(ctx, self.integration_s)
         pos = {ax: float(np.clip(np.mod(lab[inst].position(ax), 180.0), lo, hi)) for ax in axes}
         party = "bob" if inst in lab.controllers("bob", "compensator") else "alice"
+        self._probes = 0
+        solved = None
         if {f"{p}.{k}" for p in ("alice", "bob") for k in "HVDA"} <= set(lab.roles()):
             solved = self._solve(ctx, inst, axes, party, lo, hi)
             if solved is not None:
@@ -95,6 +97,7 @@ class PolarizationProcedure(Procedure):
         after = measure_visibilities(ctx, max(self.integration_s, 1.0))
         lab.calibrations.add("polarization", {inst: pos}, source=str(ctx.runfile.path) if ctx.runfile else "")
         return {"controller": inst, "positions_deg": pos, "settings_tried": trials,
+                "probe_settings": self._probes, "solved": solved is not None,
                 "visibility_before": before, "visibility_after": after}
 
     def _stack(self, ctx: RunContext, party: str, stage: str) -> tuple[list[float], list[float], list[float]]:
@@ -147,6 +150,7 @@ class PolarizationProcedure(Procedure):
                 lab[inst].move_absolute(float(a), ax)
             ctx.progress(0.05 + 0.1 * k, f"probe setting {k + 1}/{len(settings)}")
             m = integrate(ctx, max(self.integration_s, 0.5))
+            self._probes += 1
             rc = optics.bloch_rotation(optics.plate_stack(list(angles + zeros), rets))
             for b_arm, b_dir in zip(ARMS, (z, x), strict=True):
                 rows.append((r_analyzer @ rc).T @ b_dir)
@@ -189,5 +193,11 @@ class PolarizationProcedure(Procedure):
 
     def summary(self, r: dict[str, Any]) -> str:
         b, a = r["visibility_before"], r["visibility_after"]
+        how = []
+        if r.get("probe_settings"):
+            how.append(f"solved from {r['probe_settings']} probe settings" if r.get("solved")
+                       else f"{r['probe_settings']} probe settings did not solve it")
+        if r["settings_tried"]:
+            how.append(f"{r['settings_tried']} sweep settings tried")
         return (f"visibility H/V {b['HV']:.3f} -> {a['HV']:.3f}, D/A {b['DA']:.3f} -> {a['DA']:.3f} "
-                f"({r['settings_tried']} settings tried)")
+                f"({'; '.join(how) or 'no settings measured'})")

@@ -14,6 +14,7 @@ transmitter exists only in the simulated lab and is reached through ``lab.simula
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ def bob_receiver(lab: Lab) -> tuple[dict[int, str], dict[int, int], float]:
 def run_bb84(lab: Lab, source: DecoySource, duration_s: float, params: QkdParams,
              auth_key: Auth | None = None, private_seed: int | None = None,
              sinks: tuple[KeySink | None, KeySink | None] = (None, None),
+             progress: Callable[[float, str], None] | None = None,
              ) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
     """Decoy BB84 over ``duration_s`` s of pulses from the lab's decoy-state transmitter (which exists only
     in the simulated lab: ``lab.simulation_service("bb84_transmitter")``): Bob's tags slotted to pulses,
@@ -64,7 +66,8 @@ def run_bb84(lab: Lab, source: DecoySource, duration_s: float, params: QkdParams
     The private randomness (Alice's QRNG key, the channel, Bob's squashing coins) is fresh from the OS
     unless ``private_seed`` is given, which tests do to be reproducible; public randomness is always fresh.
     Raises QlabError on hardware, without Bob's four detectors, or when the pulse period is too short for
-    the detector jitter."""
+    the detector jitter. ``progress(fraction, message)`` is told as each stage starts."""
+    report = progress or (lambda fraction, message: None)
     transmitter = lab.simulation_service("bb84_transmitter")
     ports, delays, jitter = bob_receiver(lab)
     if source.period_ps < 10 * jitter:
@@ -73,8 +76,11 @@ def run_bb84(lab: Lab, source: DecoySource, duration_s: float, params: QkdParams
     private = np.random.SeedSequence(private_seed)
     alice_seq, channel_seq, bob_seq = private.spawn(3)
     alice_key = int.from_bytes(alice_seq.generate_state(4, np.uint32).tobytes(), "little")  # 128 bits
+    report(0.05, f"transmitting {duration_s:g} s of decoy-state pulses")
     chunk, _, n_pulses = transmitter.transmit(source, alice_key, duration_s, seed=channel_seq)
+    report(0.45, f"assigning {len(chunk):,} clicks to {n_pulses:,} pulses")
     index, basis, bit = pulse_slots(chunk, ports, delays, source.period_ps, np.random.default_rng(bob_seq))
+    report(0.55, "sifting, decoy estimation, error correction, privacy amplification")
     return distill_bb84(index, basis, bit, lambda idx: alice_choices(alice_key, source, idx), source, n_pulses,
                         params, duration_s, auth_key, sinks)
 
@@ -149,11 +155,10 @@ class QkdProcedure(Procedure):
                                  misalignment=float(self.misalignment))
         except ValueError as exc:
             raise QlabError(f"qkd --protocol bb84: {exc}") from None
-        ctx.progress(0.05, "transmitting decoy-state pulses")
         params = QkdParams(eps_sec=self.eps_sec, eps_cor=self.eps_cor, qber_tol=self.qber_tol)
-        ctx.progress(0.3, "sifting, decoy estimation, error correction, privacy amplification")
         stats, _, _ = self._distill_and_store(
-            lab, lambda auth, sinks: run_bb84(lab, source, float(self.integration_s), params, auth, sinks=sinks))
+            lab, lambda auth, sinks: run_bb84(lab, source, float(self.integration_s), params, auth, sinks=sinks,
+                                              progress=ctx.progress))
         ctx.note_acquisition()  # the simulation's truth now includes the transmitter's channel
         return stats
 
