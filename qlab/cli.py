@@ -273,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = add("bench", cmd_bench, "measure throughput against same-run references")
     b.add_argument("--quick", action="store_true", help="smaller inputs (seconds instead of a minute)")
     b.add_argument("--only", action="append", help="run only these benchmarks")
+
+    from qlab.kme.cli import add_kme_commands  # qlab pki init, qlab kme serve (ETSI GS QKD 014 key delivery)
+    add_kme_commands(sub, common)
     return p
 
 
