@@ -28,7 +28,7 @@ class Journal:
         size = os.fstat(fd).st_size
         if size == 0:
             return
-        data = os.pread(fd, size, 0)
+        data = self.path.read_bytes()  # fd is write-only (O_APPEND)
         keep = data.rfind(b"\n") + 1
         if keep != size:
             os.ftruncate(fd, keep)

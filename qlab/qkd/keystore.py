@@ -186,13 +186,12 @@ class KeyStore:
         return np.concatenate(parts) if parts else np.zeros(0, np.uint8)
 
     # -- used/free map --------------------------------------------------------------------------------------
-    def _scan_used(self, fd: int | None = None) -> None:
-        own = fd is None
-        if own:
-            try:
-                fd = os.open(self.used_path, os.O_RDONLY)
-            except FileNotFoundError:
-                return
+    def _scan_used(self) -> None:
+        """Index used-map records appended since the last scan (whole records only)."""
+        try:
+            fd = os.open(self.used_path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
         try:
             size = os.fstat(fd).st_size
             whole = size - size % _USED.size
@@ -200,8 +199,7 @@ class KeyStore:
                 return
             data = os.pread(fd, whole - self._used_scanned, self._used_scanned)
         finally:
-            if own:
-                os.close(fd)
+            os.close(fd)
         for i in range(0, len(data), _USED.size):
             magic, block_id, off, length, _, _ = _USED.unpack_from(data, i)
             if magic != USED_MAGIC:
@@ -244,7 +242,7 @@ class KeyStore:
             size = os.fstat(fd).st_size
             if size % _USED.size:
                 os.ftruncate(fd, size - size % _USED.size)
-            self._scan_used(fd)
+            self._scan_used()  # under the flock: records of other processes are in
         except BaseException:
             os.close(fd)
             raise
