@@ -97,6 +97,7 @@ class TcpPeerLink:
     def _channel(self) -> AuthenticatedChannel:
         if self._ch is None:
             pipe = SocketPipe.connect(self.host, self.port, self.timeout_s)
+            pipe.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small request/reply frames
             ch = AuthenticatedChannel(pipe, HmacAuth(self.psk), "alice")
             ch.open()
             self._ch = ch
@@ -136,6 +137,7 @@ class PeerServer:
 
         class _Conn(socketserver.BaseRequestHandler):
             def handle(self) -> None:
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 ch = AuthenticatedChannel(SocketPipe(self.request, timeout_s), HmacAuth(psk), "bob")
                 with outer._conn_lock:
                     outer._conns.add(self.request)

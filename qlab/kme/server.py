@@ -43,7 +43,10 @@ class HttpsServer:
     """One uvicorn server for ``app`` on ``host:port`` (port 0: any free port; ``address`` tells which)."""
 
     def __init__(self, app: Any, host: str, port: int, tls: TlsFiles):
-        self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say so; without it every response
+        # (headers and body are separate TLS records) waits ~40 ms for the client's delayed ACK
+        self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM,
+                                   socket.IPPROTO_TCP)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.address: tuple[str, int] = self._sock.getsockname()[:2]
