@@ -204,7 +204,8 @@ def test_peer_down_or_refusing_releases_on_both_sides(kmes, saes, pki) -> None:
     kme_b.manager.store.mark_used([KeyRange(kme_b.manager.store.blocks()[0].block_id, 0, 64)], Purpose.AUTH)
     r = saes["SAE_A"].get(f"{url_a}/SAE_B/enc_keys")
     assert r.status_code == 503 and "refused" in r.json()["message"]
-    assert kme_a.manager.counts().get("master_released") == 1
+    assert kme_a.manager.counts().get("master_released") == 1 and kme_a.manager.counts()["unacked_releases"] == 0
+    assert kme_b.manager.store.free_bits() == kme_a.manager.store.free_bits()  # B retired A's withdrawn bits
     # KME A must mirror B's AUTH use before keys flow again: never deliver authentication bits
     kme_a.manager.store.mark_used([KeyRange(kme_a.manager.store.blocks()[0].block_id, 256, 64)], Purpose.AUTH)
     got = _keys(saes["SAE_A"].get(f"{url_a}/SAE_B/enc_keys"))
@@ -316,10 +317,12 @@ def test_key_store_read_api_and_used_map(tmp_path) -> None:
     again.mark_used([KeyRange(b2, 100, 10)], Purpose.AUTH)
     assert KeyStore(store.path).free_ranges() == [KeyRange(b2, 110, 640)]
     assert stat.S_IMODE(os.stat(store.used_path).st_mode) == 0o600
+    assert again.discard([KeyRange(b2, 750, 30), KeyRange(b"\1" * 16, 0, 8)]) == 0  # all used already
+    assert again.discard([KeyRange(b2, 100, 20)]) == 10 and again.discard([KeyRange(b2, 100, 20)]) == 0
     # two handles on one store (two processes) never hand out the same bits
     x, y = KeyStore(store.path), KeyStore(store.path)
     rx, ry = x.allocate([100], Purpose.KEY)[0], y.allocate([100], Purpose.KEY)[0]
-    assert rx == [KeyRange(b2, 110, 100)] and ry == [KeyRange(b2, 210, 100)]
+    assert rx == [KeyRange(b2, 120, 100)] and ry == [KeyRange(b2, 220, 100)]
 
 
 def test_journal_drops_a_torn_last_line(tmp_path) -> None:

@@ -125,8 +125,10 @@ class KeyManager:
             return True
         if self.peer is None:
             return False
+        with self._lock:  # the ranges let the peer retire the same bits (used maps stay identical)
+            ranges = {k: _ranges_json(self._keys[k].ranges) for k in ids if k in self._keys}
         try:
-            reply = self.peer.request({"op": "release", "key_IDs": ids})
+            reply = self.peer.request({"op": "release", "key_IDs": ids, "ranges": ranges})
         except PeerUnavailable:
             return False
         if not reply.get("ok"):
@@ -206,7 +208,8 @@ class KeyManager:
             self.flush_releases()
             raise Unavailable(f"peer KME {self.config.peer_kme_id} unreachable", [{"reason": str(exc)}]) from None
         if not reply.get("ok"):
-            self._release(key_ids, peer_acked=True)
+            self._release(key_ids, peer_acked=False)  # the release retires the ranges at the peer too
+            self.flush_releases()
             raise Unavailable(f"peer KME {self.config.peer_kme_id} refused the reservation",
                               [{"reason": str(reply.get("error"))}])
         if self.before_delivery is not None:
@@ -289,6 +292,9 @@ class KeyManager:
         with self._lock:
             released = [k for k in ids if k not in self._keys or self._keys[k].state == RESERVED]
             delivered = [k for k in ids if k in self._keys and self._keys[k].state == DELIVERED]
+            retire = [r for k in released if k not in self._keys
+                      for r in _ranges_from(m.get("ranges", {}).get(k, []))]
+            self.store.discard(retire)  # never reserved here: retire the bits the master took, where still free
             if released:
                 self.journal.append([{"op": "release", "key_IDs": released, "peer_acked": True}])
                 for k in released:

@@ -15,8 +15,10 @@ Wire format (inside the channel's authenticated frames): the client sends kind `
 - ``{"op": "reserve", "master_SAE_ID", "slave_SAE_ID", "keys": [{"key_ID", "ranges": [[block_id_hex,
   bit_offset, bit_length], ...]}, ...]}`` -> ``{"ok": true}`` or ``{"ok": false, "error": TEXT}`` (the
   receiver reserved all keys' ranges durably, or none);
-- ``{"op": "release", "key_IDs": [...]}`` -> ``{"ok": true, "released": [...], "delivered": [...]}`` (the
-  receiver withdraws the IDs; ranges stay used, so released bits are never delivered under another ID);
+- ``{"op": "release", "key_IDs": [...], "ranges": {key_ID: [[block_id_hex, bit_offset, bit_length], ...]}}``
+  -> ``{"ok": true, "released": [...], "delivered": [...]}`` (the receiver withdraws the IDs; their ranges
+  stay used, and ranges of IDs it never reserved are marked discarded, so released bits are never delivered
+  under another ID and both used maps stay the same);
 - ``{"op": "ping"}`` -> ``{"ok": true, "kme_id": ID}``.
 """
 

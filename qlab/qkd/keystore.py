@@ -330,6 +330,27 @@ class KeyStore:
                 os.close(fd)
 
 
+    def discard(self, ranges: list[KeyRange]) -> int:
+        """Mark the parts of ``ranges`` that are still free as used (``DISCARDED``), durably; parts already used
+        and blocks this store does not hold are skipped. Returns the number of bits newly discarded."""
+        with self._lock:
+            self._scan()
+            fd = self._locked_used()
+            try:
+                pieces = []
+                for r in ranges:
+                    info = self._blocks.get(r.block_id)
+                    if info is None:
+                        continue
+                    for a, b in self._free_intervals(info):
+                        lo, hi = max(a, r.offset), min(b, r.offset + r.length)
+                        if lo < hi:
+                            pieces.append((KeyRange(r.block_id, lo, hi - lo), Purpose.DISCARDED, b""))
+                self._record(fd, pieces)
+                return sum(p.length for p, _, _ in pieces)
+            finally:
+                os.close(fd)
+
 def lab_authenticators(keys_dir: str | Path, mode: str) -> tuple[Authenticator, Authenticator, bool]:
     """(Alice's, Bob's) authenticators of the lab's pre-shared keys under ``keys_dir/auth``, and whether the
     keys were provisioned just now. Raises ValueError for an unknown mode."""
