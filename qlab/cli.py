@@ -376,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="smaller inputs (seconds instead of a minute)")
     b.add_argument("--only", action="append", choices=list(BENCHMARKS), metavar="NAME",
                    help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
+
+    from qlab.kme.cli import add_kme_commands  # qlab pki init, qlab kme serve (ETSI GS QKD 014 key delivery)
+    add_kme_commands(sub, common)
     return p
 
 

@@ -1,0 +1,43 @@
+"""One KME assembled from its configuration: key store, journal, key manager, peer link (server and client)
+and the HTTPS server. Used by ``qlab kme serve`` and the tests; a node would build the same pieces with its
+classical channel as the PeerLink."""
+
+from __future__ import annotations
+
+from qlab.kme.app import create_app
+from qlab.kme.config import KmeConfig
+from qlab.kme.journal import Journal
+from qlab.kme.manager import KeyManager
+from qlab.kme.peer import PeerServer, TcpPeerLink, load_psk
+from qlab.kme.server import HttpsServer
+from qlab.qkd.keystore import KeyStore
+
+
+class KmeService:
+    def __init__(self, config: KmeConfig):
+        self.config = config
+        self.manager = KeyManager(config, KeyStore(config.key_store), Journal(config.journal))
+        self.app = create_app(self.manager)
+        self.peer_server: PeerServer | None = None
+        self.https: HttpsServer | None = None
+
+    def start(self) -> KmeService:
+        """Start the peer link and the HTTPS server in background threads; returns once HTTPS accepts
+        connections. Releases the peer has not acknowledged are sent now if it is up, else with the next
+        request. Raises PeerUnavailable (link key unreadable), OSError (port in use), RuntimeError."""
+        c = self.config
+        if c.peer is not None:
+            psk = load_psk(c.peer.psk_file)
+            self.peer_server = PeerServer(self.manager.handle_peer, *c.peer.listen, psk).start()
+            self.manager.peer = TcpPeerLink(*c.peer.connect, psk, c.peer.timeout_s)
+        self.https = HttpsServer(self.app, *c.listen, c.tls).start()
+        self.manager.flush_releases()
+        return self
+
+    def stop(self) -> None:
+        if self.https is not None:
+            self.https.stop()
+        if self.peer_server is not None:
+            self.peer_server.stop()
+        if self.manager.peer is not None:
+            self.manager.peer.close()
