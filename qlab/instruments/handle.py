@@ -98,7 +98,11 @@ class InstrumentHandle:
         ``timeout`` s, or the watchdog's fault if the worker is (or becomes) stuck in an earlier call."""
         if threading.current_thread() is self._thread:  # re-entrant use from inside a call
             return self._resolve(method)(*args, **kwargs)
-        fut = self.submit(method, *args, **kwargs)
+        return self.wait(self.submit(method, *args, **kwargs), timeout)
+
+    def wait(self, fut: Future, timeout: float | None = None) -> Any:
+        """The result of a future ``submit`` returned, waiting as ``call`` does (TimeoutError after ``timeout``
+        s; the watchdog's fault at once if the worker is declared hung)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             wait = _WAIT_SLICE_S if deadline is None else min(_WAIT_SLICE_S, max(0.0, deadline - time.monotonic()))

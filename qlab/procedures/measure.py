@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from qlab.errors import QlabError
@@ -79,29 +80,53 @@ def integrate(ctx: RunContext, duration_s: float, keep_events: bool = False,
                                  keep_events)
     kept: list[TagChunk] = []
     keep = keep_chunk or secret
+    runfile = ctx.runfile
+
+    def consume(chunk: TagChunk) -> None:
+        counter.process(chunk)
+        if runfile is not None:
+            if secret:
+                runfile.withhold_tags(chunk, tagger, flush=False)
+            else:
+                runfile.append_tags(chunk, tagger, flush=False)
+        if keep:
+            kept.append(chunk)
+
     ctx.check_abort()
     handle.call("read_chunk")  # discard what accumulated before this request: counts reflect current settings
     ctx.note_acquisition()
+    clock = inst.clock
+    t_read = clock.now()
     t_first: int | None = None
     covered_ps = 0
     want_ps = duration_s * 1e12
-    while covered_ps < want_ps:
-        ctx.check_abort()
-        inst.clock.sleep(min(poll_s, max((want_ps - covered_ps) * 1e-12, 1e-6)))
-        chunk = handle.call("read_chunk")
-        if chunk.t_stop_ps <= chunk.t_start_ps:
-            continue
-        if t_first is None:
-            t_first = chunk.t_start_ps
-        covered_ps = chunk.t_stop_ps - t_first
-        counter.process(chunk)
-        if ctx.runfile is not None:
-            if secret:
-                ctx.runfile.withhold_tags(chunk, tagger, flush=False)
-            else:
-                ctx.runfile.append_tags(chunk, tagger, flush=False)
-        if keep:
-            kept.append(chunk)
-    if ctx.runfile is not None:
-        ctx.runfile.f.flush()
+    previous: TagChunk | None = None
+    try:
+        while covered_ps < want_ps:
+            ctx.check_abort()
+            # Reads at a steady cadence: the time spent counting and writing counts towards the next poll (on
+            # a fast simulated clock that time is zero, so the reads are exactly as before).
+            clock.sleep(min(poll_s - (clock.now() - t_read), max((want_ps - covered_ps) * 1e-12, 1e-6)))
+            t_read = clock.now()
+            pending = handle.submit("read_chunk")
+            if previous is not None:  # count and write the last chunk while the tagger delivers the next
+                consume(previous)
+                previous = None
+            chunk = handle.wait(pending)
+            if chunk.t_stop_ps <= chunk.t_start_ps:
+                continue
+            if t_first is None:
+                t_first = chunk.t_start_ps
+            covered_ps = chunk.t_stop_ps - t_first
+            previous = chunk
+    except BaseException:
+        # On an abort or fault, what the tagger delivered is still recorded (best effort: the stop matters more).
+        if previous is not None:
+            with contextlib.suppress(Exception):
+                consume(previous)
+        raise
+    if previous is not None:
+        consume(previous)
+    if runfile is not None:
+        runfile.f.flush()
     return Measurement(TagChunk.concatenate(kept) if keep else None, counter.total, roles)
