@@ -63,8 +63,6 @@ def soak(minutes: float, pairs_per_mw: float, data_dir: Path, report_every_s: fl
     t0 = time.monotonic()
 
     def monitor() -> None:
-        from qlab.storage.runfile import RunFile  # noqa: F401 - same process: read the dataset sizes via h5py
-
         while not stop.wait(report_every_s):
             runs = sorted((data_dir / "runs").glob("*.h5"))
             n = _tags_in(runs[-1]) if runs else 0
