@@ -55,13 +55,16 @@ def roles(text: str) -> dict[str, int]:
 
 
 def tcp_port(text: str) -> int:
-    """A loopback TCP port in 1..65535 that nothing is listening on yet."""
+    """A loopback TCP port in 1..65535 that nothing is listening on yet, or 0: the system picks a free one
+    (the chosen port is printed on stdout)."""
     try:
         port = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if port == 0:
+        return 0
     if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port {port} is outside 1..65535")
+        raise argparse.ArgumentTypeError(f"port {port} is outside 1..65535 (0: any free port)")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
             s.bind(("127.0.0.1", port))

@@ -1,6 +1,8 @@
 """A running lab: every instrument of instruments.yaml opened behind its own worker handle.
 
-On close, on exit and on any instrument fault, lasers are switched off first.
+On close, on exit and on any instrument fault, lasers are switched off first; a laser whose off command
+cannot be confirmed is reported as in an UNKNOWN state, never as off. During runs the watchdog
+(qlab.instruments.watchdog) health-checks the instruments and reports faults through ``report_fault``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +21,9 @@ from qlab.calibration import CalibrationStore
 from qlab.config.loader import LoadedConfig, builtin_config_path, load_config
 from qlab.errors import InstrumentError, QlabError
 from qlab.instruments.clock import Clock, WallClock
-from qlab.instruments.factory import create_instrument, create_simulation
+from qlab.instruments.factory import build_transport, create_instrument, create_simulation
 from qlab.instruments.handle import InstrumentHandle
+from qlab.instruments.watchdog import Watchdog, policy_for
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,9 @@ class Lab:
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self._closed = False
         self._lock = threading.Lock()
+        self.laser_states: dict[str, str] = {}  # "off" or "unknown: why", from the last lasers_off
+        self._reported_unknown: set[str] = set()
+        self._watchdog: Watchdog | None = None
 
     @classmethod
     def from_config(cls, path: str | Path | None = None, **kw: Any) -> Lab:
@@ -121,18 +128,29 @@ class Lab:
                     for ax, deg in axes.items():
                         self.handles[inst].call("move_absolute", float(deg), ax)
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Lasers off, then close every instrument (in parallel, at most ``timeout_s`` s in all; an
+        instrument that is faulted gets 0.2 s, one stuck in a call none), then the simulation. Never raises."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        self.lasers_off()
-        for name, h in list(self.handles.items()):
+        self.stop_watchdog()
+        failed = self.lasers_off()
+        if failed and set(failed) != self._reported_unknown:
+            log.error("laser state UNKNOWN (could not switch off): %s", ", ".join(failed))
+        futures = {name: h.submit("close") for name, h in self.handles.items()}
+        deadline = time.monotonic() + timeout_s
+        for name, fut in futures.items():
+            h = self.handles[name]
+            wait = 0.0 if h.hung is not None else 0.2 if h.faulted is not None else deadline - time.monotonic()
             try:
-                h.call("close", timeout=10)
+                fut.result(max(0.0, wait))
+            except FutureTimeout:
+                log.info("%s: close did not finish in time; left to its worker", name)
             except Exception as exc:  # noqa: BLE001 - keep closing the others
-                log.error("%s: close failed: %s", name, exc)
-            h.stop()
+                log.info("%s: close failed: %s", name, exc)
+            h.stop(timeout=0.0 if not fut.done() else 1.0)
         if self._simulation is not None:
             self._simulation.close()
         atexit.unregister(self.close)
@@ -144,27 +162,100 @@ class Lab:
         self.close()
 
     # -- safety ------------------------------------------------------------------------------------------------
-    def lasers_off(self) -> list[str]:
-        """Switch every laser's output off. Returns the names that could not be reached."""
-        failed = []
-        for name, h in self.handles.items():
-            if h.kind == "laser":
-                try:
-                    h.call("safe_state", timeout=5)
-                except Exception as exc:  # noqa: BLE001 - must try every laser
-                    failed.append(name)
-                    log.error("%s: could not switch laser off: %s", name, exc)
+    def lasers_off(self, timeout_s: float = 2.0) -> list[str]:
+        """Try to switch every laser's output off, all at once, each on its own worker; wait at most
+        ``timeout_s`` s (0.2 s for a laser already faulted or stuck). Returns the names that could not be
+        confirmed off: their state is UNKNOWN (``laser_states[name]`` says why), never reported as off.
+        A queued off command of an unreachable laser still runs if its link comes back."""
+        lasers = {n: h for n, h in self.handles.items() if h.kind == "laser"}
+        # A laser whose worker is stuck in a call cannot run the off command until that call returns:
+        # report it UNKNOWN at once (the command stays queued) instead of waiting.
+        own = threading.current_thread()
+        futures = {n: h.submit("safe_state") for n, h in lasers.items()}
+        deadline = time.monotonic() + timeout_s
+        states: dict[str, str] = {}
+        for name, fut in futures.items():
+            h = lasers[name]
+            if own is h._thread:  # called from this laser's own worker (its link just failed): don't wait
+                states[name] = f"unknown: {h.faulted or 'its link failed'}"
+                continue
+            wait = 0.0 if h.hung is not None else 0.2 if h.faulted is not None else deadline - time.monotonic()
+            try:
+                fut.result(max(0.0, wait))
+                states[name] = "off"
+            except FutureTimeout:
+                states[name] = f"unknown: no answer to the off command ({h.hung or h.faulted or 'timeout'})"
+            except Exception as exc:  # noqa: BLE001 - must try every laser
+                states[name] = f"unknown: off command failed: {exc}"
+        self.laser_states.update(states)
+        failed = [n for n, st in states.items() if st != "off"]
+        for name in failed:
+            log.info("%s: laser state UNKNOWN: %s", name, states[name])
         return failed
 
     def _on_fault(self, name: str, exc: BaseException) -> None:
+        """A worker's call failed on communication (timeout, OSError) or the watchdog found ``name`` dead
+        or hung: lasers off, record the event, tell the listeners (the run engine aborts the run)."""
         failed = self.lasers_off()
-        event = {"time": time.time(), "instrument": name, "message": str(exc),
-                 "lasers_off": not failed, "unreachable_lasers": failed}
+        event = {"time": time.time(), "instrument": name, "message": str(exc), "type": type(exc).__name__,
+                 "lasers_off": not failed, "unreachable_lasers": failed,
+                 "laser_states": {n: st for n, st in self.laser_states.items()}}
         self.faults.append(event)
-        log.error("instrument fault: %s: %s; lasers switched off%s", name, exc,
-                  f" except {failed}" if failed else "")
+        self._reported_unknown |= set(failed)
+        lasers = ("lasers off" if not failed else
+                  f"lasers off except {', '.join(failed)} (state UNKNOWN)")
+        what = str(exc) if str(exc).startswith(f"{name}: ") else f"{name}: {exc}"
+        log.info("instrument fault: %s; %s", what, lasers)
         for listener in list(self.fault_listeners):
             listener(event)
+
+    def report_fault(self, fault: BaseException) -> None:
+        """The watchdog's entry point: ``fault`` (an InstrumentFault naming its instrument)."""
+        name = getattr(fault, "instrument", "?")
+        if name in self.handles:
+            self.handles[name].faulted = fault
+        self._on_fault(name, fault)
+
+    def start_watchdog(self) -> Watchdog | None:
+        """Health-check every watched instrument on its worker until ``stop_watchdog`` (the run engine does
+        this for every run). Faults go to ``report_fault``. Returns the watchdog (None if nothing is watched)."""
+        self.stop_watchdog()
+        fast_sim = self.simulated and not getattr(self.clock, "realtime", False)
+        policies = {}
+        for name, h in self.handles.items():
+            cfg = self.config.instruments.get(name)
+            policy = policy_for(h.kind, cfg, fast_sim and getattr(cfg, "backend", "sim") == "sim")
+            if policy is not None:
+                policies[name] = policy
+        if not policies:
+            return None
+        self._watchdog = Watchdog(self.handles, policies, self.report_fault, self._transport_factory).start()
+        return self._watchdog
+
+    def stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
+
+    def _transport_factory(self, name: str) -> Callable[[], Any] | None:
+        """A builder of a fresh link for ``name`` (reconnects), None for simulated instruments."""
+        cfg = self.config.instruments[name]
+        if cfg.backend == "sim":
+            return None
+        cls = type(self.handles[name].instrument)
+        return lambda: build_transport(cls, name, cfg.backend, cfg.timeout_s)
+
+    def last_known_state(self) -> dict[str, dict[str, Any]]:
+        """Each instrument's settings as last read or written (its cache; no device I/O), as snapshot entries
+        with the time (Unix s) and source (set/read) of each value; lasers also carry ``laser_state``."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, h in self.handles.items():
+            entries = {k: {"value": v.value, "unit": v.unit, "time": v.time_s, "source": v.source}
+                       for k, v in h.cache.values().items()}
+            if name in self.laser_states:
+                entries["laser_state"] = {"value": self.laser_states[name], "unit": ""}
+            out[name] = entries
+        return out
 
     # -- access ------------------------------------------------------------------------------------------------
     def __getitem__(self, name: str) -> InstrumentHandle:

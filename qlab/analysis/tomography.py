@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
+from qlab.abort import check_abort
 from qlab.optics import bell_state
 
 PAULI = [np.eye(2), np.array([[0, 1], [1, 0]]), np.array([[0, -1j], [1j, 0]]), np.diag([1.0, -1.0])]
@@ -56,6 +57,7 @@ def maximum_likelihood(projectors: list[np.ndarray], counts: np.ndarray) -> np.n
     total = n.sum()
 
     def nll(t: np.ndarray) -> float:
+        check_abort()  # the fit can take seconds: an abort stops it (AbortedError) at the next evaluation
         rho = rho_from_t(t)
         p = np.clip(np.einsum("kij,ji->k", proj, rho).real, 1e-12, None)
         scale = total / p.sum()  # the best N for this ρ

@@ -51,6 +51,11 @@ class InstrumentConfig(Strict):
     description: str = ""
     address: int | str | None = None  # channel on a multi-device controller (e.g. an Eos detector number)
     timeout_s: float = Field(default=2.0, gt=0)
+    # Run watchdog (qlab.instruments.watchdog): health-check period in s (None: 0.2 s for lasers, 2 s for
+    # others; 0: not watched), query timeout in s, and whether to reopen a dropped link (never re-enables a laser).
+    watchdog_period_s: float | None = Field(default=None, ge=0, le=3600)
+    watchdog_timeout_s: float | None = Field(default=None, gt=0, le=3600)
+    reconnect: bool = False
     limits: dict[str, Limit] = {}
     settings: dict[str, Any] = {}
     axes: dict[str, Axis] = {}

@@ -42,7 +42,7 @@ class DelaysProcedure(Procedure):
         for ch in channels:
             lab[tagger].set_delay(ch, 0)
         ctx.progress(0.1, "integrating")
-        m = integrate(ctx, self.integration_s)
+        m = integrate(ctx, self.integration_s, keep_chunk=True)  # the delay scan needs the tags
         ctx.progress(0.7, "cross-correlating")
         try:
             found, sigma = find_delays(m.chunk, channels, ref, range_ps=self.range_ps)

@@ -96,8 +96,8 @@ class _CountingRunFile:
         self._runfile = runfile
         self.appended = 0
 
-    def append_tags(self, chunk: TagChunk, tagger: str | int = 0) -> None:
-        self._runfile.append_tags(chunk, tagger)
+    def append_tags(self, chunk: TagChunk, tagger: str | int = 0, **kw: Any) -> None:
+        self._runfile.append_tags(chunk, tagger, **kw)
         if tagger in (0, self._runfile.taggers[0]):
             self.appended += len(chunk)
 

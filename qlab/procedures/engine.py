@@ -3,7 +3,15 @@
 Scripts, the CLI and the GUI all run procedures through ``RunEngine.run``. The engine opens the run
 file, records the settings of every instrument at start and at the end, hands a RunContext to the
 procedure, and whatever happens (success, abort, fault) leaves instruments safe and the file closed
-and readable. Only a clean finish marks the run file complete. On a simulated lab the engine also records
+and readable. Only a clean finish marks the run file complete.
+
+Safety during a run: the engine starts the lab's instrument watchdog; a watchdog fault, Ctrl-C/SIGTERM
+(through the CLI's handler) or the GUI's Abort all go through ``RunEngine.abort(reason)``, which switches
+the lasers off at once on a separate thread and sets the run's ``AbortFlag``. Procedures see it within
+one tagger read (``integrate`` checks between reads) and long analysis steps through
+``qlab.abort.check_abort``. On any failure the run file gets the error, the watchdog's faults, each
+laser's state (off, or UNKNOWN) and each instrument's last known settings (from its cache, since a dead
+instrument cannot be read), and is closed with ``complete=false``. On a simulated lab the engine also records
 what only the simulation knows (``Lab.simulation_report``, e.g. the channel's PLOB bound) under
 ``simulation_truth``, taken at the procedure's last acquisition, and returns it under the same key.
 """
@@ -20,7 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from qlab import abort as abort_flags
+from qlab.abort import AbortFlag
 from qlab.errors import AbortedError, QlabError
+from qlab.instruments.watchdog import InstrumentFault
 from qlab.lab import Lab
 from qlab.storage.runfile import RunFile
 
@@ -104,7 +115,10 @@ class RunContext:
             self._progress(max(0.0, min(1.0, fraction)), message)
 
     def check_abort(self) -> None:
+        """Raise AbortedError (user abort) or the InstrumentFault that aborted the run, once aborted."""
         if self.abort_event.is_set():
+            if isinstance(self.abort_event, AbortFlag):
+                raise self.abort_event.error()
             raise AbortedError("aborted by the user")
 
     def record_settings(self, names: list[str] | None = None) -> None:
@@ -145,13 +159,27 @@ class Procedure(ABC):
 
 
 class RunEngine:
-    def __init__(self, lab: Lab, progress: ProgressCallback | None = None):
+    """Runs procedures on ``lab``; ``abort()`` may be called from any thread (signal handler, GUI, watchdog)."""
+
+    def __init__(self, lab: Lab, progress: ProgressCallback | None = None, watchdog: bool = True):
         self.lab = lab
         self.progress = progress
-        self.abort_event = threading.Event()
+        self.watchdog = watchdog
+        self.abort_event = AbortFlag()
+        self._off_thread: threading.Thread | None = None
 
-    def abort(self) -> None:
-        self.abort_event.set()
+    def abort(self, reason: BaseException | None = None) -> None:
+        """Stop the running procedure as soon as it next checks (within one tagger read) and switch the
+        lasers off now, on a separate thread. ``reason``: the fault that caused it (None: the user)."""
+        first = not self.abort_event.is_set()
+        self.abort_event.set(reason)
+        if first:
+            self._off_thread = threading.Thread(target=self.lab.lasers_off, name="abort-lasers-off", daemon=True)
+            self._off_thread.start()
+
+    def _on_fault(self, event: dict[str, Any]) -> None:
+        name, msg = event["instrument"], event["message"]
+        self.abort(InstrumentFault(name, msg.removeprefix(f"{name}: ")))
 
     def new_run_path(self, name: str) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -165,7 +193,9 @@ class RunEngine:
 
     def run(self, procedure: Procedure, path: Path | None = None, record: bool = True,
             runfile: RunFile | None = None) -> dict[str, Any]:
-        """Run ``procedure``; results include ``run_file`` when recorded. Raises on abort or fault."""
+        """Run ``procedure``; results include ``run_file`` when recorded. Raises AbortedError on abort, the
+        InstrumentFault on a watchdog fault, or what the procedure raised; the exception then carries
+        ``run_file`` (path or None) and ``laser_states`` ({laser: "off" | "unknown: why"})."""
         self.abort_event.clear()
         own_file = runfile is None and record
         if own_file:
@@ -175,9 +205,15 @@ class RunEngine:
                               config_path=self.lab.loaded.path)
         ctx = RunContext(self.lab, runfile, self.progress, self.abort_event)
         ok = False
+        abort_flags.install(self.abort_event)
+        self.lab.fault_listeners.append(self._on_fault)
+        n_faults = len(self.lab.faults)
         try:
+            if self.watchdog:
+                self.lab.start_watchdog()
             ctx.record_settings()
             results = procedure.execute(ctx)
+            ctx.check_abort()  # a fault in the last moments still spoils the run
             truth = ctx.simulation_truth or self.lab.simulation_report()
             if runfile is not None:
                 if truth:  # before the procedure's own results, which stay the file's last entry
@@ -193,18 +229,49 @@ class RunEngine:
             return results
         except BaseException as exc:
             # Fault or abort: light off first, then record why.
+            self.lab.stop_watchdog()
             self.lab.lasers_off()
-            log.error("%s stopped: %s", procedure.name, exc)
+            if isinstance(exc, KeyboardInterrupt | AbortedError) and isinstance(self.abort_event.reason,
+                                                                                InstrumentFault):
+                exc = self.abort_event.reason  # the abort was the fault's doing
+            log.info("%s stopped: %s", procedure.name, exc)
             if runfile is not None and not runfile.closed:
-                try:
-                    runfile.add_result("error", {"procedure": procedure.name, "error": str(exc),
-                                                 "type": type(exc).__name__})
-                except Exception:  # noqa: BLE001 - closing the file matters more
-                    log.exception("could not record the error in the run file")
+                self._record_failure(runfile, procedure, exc, self.lab.faults[n_faults:])
+            _annotate(exc, runfile, dict(self.lab.laser_states))
+            if exc is self.abort_event.reason:
+                raise exc from None
             raise
         finally:
+            self.lab.stop_watchdog()
+            abort_flags.uninstall(self.abort_event)
+            if self._on_fault in self.lab.fault_listeners:
+                self.lab.fault_listeners.remove(self._on_fault)
             if own_file and runfile is not None:
                 if ok:
                     runfile.finish()
                 else:
                     runfile.close()
+
+    def _record_failure(self, runfile: RunFile, procedure: Procedure, exc: BaseException,
+                        faults: list[dict[str, Any]]) -> None:
+        """The error, the faults of this run, each laser's state and each instrument's last known settings
+        (cache only: a dead instrument cannot be read)."""
+        try:
+            runfile.add_result("error", {"procedure": procedure.name, "error": str(exc), "type": type(exc).__name__,
+                                         "instrument": getattr(exc, "instrument", None)})
+            for fault in faults:
+                runfile.add_result("fault", fault)
+            runfile.add_result("laser_states", dict(self.lab.laser_states))
+            for name, state in self.lab.last_known_state().items():
+                runfile.log_settings(name, state, source="last_known")
+        except Exception:  # noqa: BLE001 - closing the file matters more
+            log.exception("could not record the error in the run file")
+
+
+def _annotate(exc: BaseException, runfile: RunFile | None, laser_states: dict[str, str]) -> None:
+    """Attach where the run's data went and the lasers' states to the exception the engine raises."""
+    try:
+        exc.run_file = str(runfile.path) if runfile is not None else None  # type: ignore[attr-defined]
+        exc.laser_states = laser_states  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):  # exceptions with __slots__
+        pass

@@ -41,6 +41,8 @@ def restoring(lab: Lab, stages: tuple[str, ...] = ("analyzer",), lasers: bool = 
                 failed.append(name)
                 log.error("%s: could not restore its angles %s: %s", name, axes, exc)
         for name, was_on in outputs.items():
+            if lab[name].faulted is not None:
+                continue  # a faulted laser: the run engine switches it off and reports its state
             try:
                 if not was_on and lab[name].output():
                     lab[name].set_output(False)

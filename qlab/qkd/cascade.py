@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
+from qlab.abort import check_abort
 from qlab.qkd.channel import AuthenticatedChannel
 from qlab.rng import next_u64
 
@@ -171,6 +172,7 @@ class _Bob:
         """Parallel binary search in ranges known to hold an odd number of errors; flips one bit in each."""
         active = ranges.copy()
         while len(active):
+            check_abort()  # a long correction stops at the next round trip when the run is aborted
             done = active[:, 2] - active[:, 1] == 1
             if done.any():
                 fin = active[done]
@@ -213,6 +215,7 @@ class _Bob:
         """Cascade: correct until every known block parity agrees with Alice's. The blocks of one pass are
         disjoint, so each batch of parallel searches comes from a single pass."""
         while True:
+            check_abort()
             for q in self.known:
                 bad = self.mismatching_blocks(q)
                 if len(bad):

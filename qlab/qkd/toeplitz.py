@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import fft
 
+from qlab.abort import check_abort
+
 BLOCK = 1 << 22
 SINGLE_SHOT_MAX = 1 << 28  # one FFT convolution up to this length (~10 GB of float buffers at the top end)
 
@@ -24,6 +26,7 @@ def toeplitz_hash(bits: np.ndarray, seed_bits: np.ndarray, out_len: int) -> np.n
     if s.size != n + m - 1:
         raise ValueError(f"Toeplitz seed needs {n + m - 1} bits, got {s.size}")
     # y_i = sum_j s[i - j + n - 1] x_j = (s ⊛ x)[i + n - 1] for i in [0, m).
+    check_abort()
     if s.size + n - 1 <= SINGLE_SHOT_MAX:
         size = fft.next_fast_len(s.size + n - 1, real=True)
         conv = fft.irfft(fft.rfft(s.astype(np.float64), size, workers=-1)
@@ -33,6 +36,7 @@ def toeplitz_hash(bits: np.ndarray, seed_bits: np.ndarray, out_len: int) -> np.n
     block = min(BLOCK, max(1024, 1 << int(np.ceil(np.log2(max(n, 2))))))
     xf = x.astype(np.float64)
     for j0 in range(0, n, block):
+        check_abort()  # long hashes stop between blocks when the run is aborted
         xj = xf[j0:j0 + block]
         # Contributions of x[j0:j0+B] to outputs i need s indices i - j + n - 1 for j in the block.
         s_lo = max(0, n - 1 - (j0 + xj.size - 1))

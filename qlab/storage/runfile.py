@@ -13,14 +13,19 @@ Layout::
                                config_text, config_path, taggers (JSON), secret (bool: raw data of a key
                                run, owner-only)
         withheld_tags          int64 per tagger: tags not recorded because they were secret (key runs)
-        settings_log           JSON lines: {"time", "instrument", "settings": {name: {value, unit}}}
-        results_log            JSON lines: {"time", "name", "data"}
+        settings_log           JSON lines: {"time", "instrument", "settings": {name: {value, unit}}, "source"}
+                               source "read" (read from the device) or "last_known" (its settings cache
+                               when a run failed: values with their own time and source)
+        results_log            JSON lines: {"time", "name", "data"}; a failed run adds "error", one
+                               "fault" per instrument fault and "laser_states" ({laser: off | unknown: why})
         gaps_<i>               (N, 2) int64 ps intervals lost to overflow, per tagger
         status                 int8 [complete]; set to 1 only on a clean finish
 
 The file is opened in SWMR (single-writer/multi-reader) mode after creation; every append is
 followed by a flush, so a reader (the GUI, ``qlab info``) sees data while the run goes on, and a
-killed writer leaves a file holding every chunk flushed before the kill. Reading needs h5py plus
+killed writer leaves a file holding every chunk flushed before the kill. Integrations append tags chunk
+by chunk as the tagger delivers them (``append_tags(..., flush=False)`` between flushes at most
+``FLUSH_INTERVAL_S`` apart), so ``kill -9`` loses at most the last second of tags. Reading needs h5py plus
 ``import hdf5plugin`` (which registers the bitshuffle filter).
 
 Raw detection data of a QKD key run is secret: ordinary run files only count it (``withhold_tags``); it is
@@ -45,6 +50,7 @@ from qlab.storage.secret import FILE_MODE, create_secret_file
 from qlab.types import TagChunk
 
 CHUNK_TAGS = 1 << 16
+FLUSH_INTERVAL_S = 0.5  # longest time appended tags may sit unflushed (wall clock)
 _STR = h5py.string_dtype("utf-8")
 
 # Node descriptions required verbatim by the Photon-HDF5 specification (its validators compare TITLEs).
@@ -177,10 +183,13 @@ class RunFile:
         self._withheld = q.create_dataset("withheld_tags", data=np.zeros(len(self.taggers), np.int64))
         f.swmr_mode = True
         f.flush()
+        self._last_flush = time.monotonic()
         self.closed = False
 
     # -- appends (each flushed, so readers and crash recovery see it) -----------------------------------
-    def append_tags(self, chunk: TagChunk, tagger: str | int = 0) -> None:
+    def append_tags(self, chunk: TagChunk, tagger: str | int = 0, flush: bool = True) -> None:
+        """Append a chunk's tags, overflow gaps and duration. ``flush=False`` flushes only if the last flush
+        is over FLUSH_INTERVAL_S s old (streamed integrations append every few tens of ms)."""
         i = tagger if isinstance(tagger, int) else self.taggers.index(tagger)
         n = len(chunk)
         ts, det = self._ts[i], self._det[i]
@@ -196,9 +205,15 @@ class RunFile:
             g.resize((old + len(chunk.gaps), 2))
             g[old:] = chunk.gaps
         self._duration[i] = self._duration[i] + chunk.duration_s
-        self.f.flush()
+        self._flush(force=flush)
 
-    def withhold_tags(self, chunk: TagChunk, tagger: str | int = 0) -> None:
+    def _flush(self, force: bool = True) -> None:
+        now = time.monotonic()
+        if force or now - self._last_flush >= FLUSH_INTERVAL_S:
+            self.f.flush()
+            self._last_flush = now
+
+    def withhold_tags(self, chunk: TagChunk, tagger: str | int = 0, flush: bool = True) -> None:
         """Account for a secret chunk without recording its tags: duration and overflow gaps are kept (they
         say nothing about the key), the tags are only counted (``/user/qlab/withheld_tags``)."""
         i = tagger if isinstance(tagger, int) else self.taggers.index(tagger)
@@ -209,7 +224,7 @@ class RunFile:
             g[old:] = chunk.gaps
         self._duration[i] = self._duration[i] + chunk.duration_s
         self._withheld[i] = self._withheld[i] + len(chunk)
-        self.f.flush()
+        self._flush(force=flush)
 
     def _append_json(self, ds: h5py.Dataset, record: dict[str, Any]) -> None:
         old = ds.shape[0]
@@ -217,8 +232,10 @@ class RunFile:
         ds[old] = json.dumps(record, default=_jsonable)
         self.f.flush()
 
-    def log_settings(self, instrument: str, settings: dict[str, Any]) -> None:
-        self._append_json(self._settings, {"time": time.time(), "instrument": instrument, "settings": settings})
+    def log_settings(self, instrument: str, settings: dict[str, Any], source: str = "read") -> None:
+        """One settings record; ``source`` "read" (from the device) or "last_known" (the settings cache)."""
+        self._append_json(self._settings, {"time": time.time(), "instrument": instrument, "settings": settings,
+                                           "source": source})
 
     def add_result(self, name: str, data: dict[str, Any]) -> None:
         self._append_json(self._results, {"time": time.time(), "name": name, "data": data})
