@@ -63,12 +63,12 @@ class FaultProbe(Procedure):
     def execute(self, ctx: RunContext) -> dict[str, Any]:
         lab = ctx.lab
         light_on(lab)
-        first = integrate(ctx, INTEGRATION_S)
+        first = integrate(ctx, INTEGRATION_S, keep_chunk=True)
         self.before_fault = len(first.chunk)
         lab.sim.device_sims[self.target].inject(self.kind)
         if self.call is not None:
             self.call(lab[self.target])
-        second = integrate(ctx, INTEGRATION_S)
+        second = integrate(ctx, INTEGRATION_S, keep_chunk=True)
         return {"tags": len(first.chunk) + len(second.chunk)}
 
 
