@@ -273,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     b = add("bench", cmd_bench, "measure throughput against same-run references")
     b.add_argument("--quick", action="store_true", help="smaller inputs (seconds instead of a minute)")
     b.add_argument("--only", action="append", help="run only these benchmarks")
+
+    from qlab.network.cli import register as register_network  # network emulate/demo, node (issue 16)
+
+    register_network(sub)
     return p
 
 
