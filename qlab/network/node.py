@@ -79,10 +79,11 @@ class Node:
         self.sec = desc.config.nodes[name]
         self.role = self.sec.role
         self.km = desc.config.key_management
+        self.backends = backends or {}
+        self.lab_text = yaml.safe_dump(desc.lab_dict(name, self.backends), sort_keys=False)  # ConfigError first
         self.dir = Path(data_dir) if data_dir is not None else desc.data_dir / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.peer_address = peer_address or desc.config.nodes[self.peer].endpoint
-        self.backends = backends or {}
         self.stop_event = threading.Event()
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self.state = LinkState()
@@ -120,8 +121,7 @@ class Node:
 
     # -- instruments ---------------------------------------------------------------------------------------------
     def open_lab(self) -> Lab:
-        text = yaml.safe_dump(self.desc.lab_dict(self.name, self.backends), sort_keys=False)
-        loaded = load_config(str(self.dir / f"{self.name}-instruments.yaml"), text=text)
+        loaded = load_config(str(self.dir / f"{self.name}-instruments.yaml"), text=self.lab_text)
         lab = Lab(loaded, data_dir=self.dir, apply_calibrations=False).open()
         if lab.sim is not None:
             lab.close()
