@@ -411,6 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from qlab.kme.cli import add_kme_commands  # qlab pki init, qlab kme serve (ETSI GS QKD 014 key delivery)
     add_kme_commands(sub, common)
+
+    from qlab.network.cli import register as register_network  # network emulate/demo, node (issue 16)
+
+    register_network(sub)
     return p
 
 

@@ -22,6 +22,7 @@ SIM_IMPORTERS_ALLOWED = {
     "qlab.instruments.factory": "builds simulated instruments and the simulated lab",
     "qlab.cli": "`qlab sim serve` starts a simulator",
     "qlab.bench": "benchmarks generate streams from the simulated lab",
+    "qlab.network.emulator": "`qlab network emulate` serves the whole network's simulated lab (nodes never import it)",
 }
 
 

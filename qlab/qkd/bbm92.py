@@ -356,6 +356,8 @@ class Alice(_OwnClicks, _AliceSide):
         t_bob = np.frombuffer(payload[: 8 * nb], np.int64)
         basis_bob = np.frombuffer(payload[8 * nb:], np.uint8)
         ia, ib = match_clicks(self.t, t_bob, self.p.window_ps)
+        # Published by Bob anyway: kept for a clock tracker and the link's coincidence rate (qlab.network).
+        self.peer_times, self.matched = t_bob, int(ia.size)
         same = self.basis[ia] == basis_bob[ib]
         self.ch.send("sift", {"n": int(ia.size)}, ib.astype(np.int64).tobytes() + self.basis[ia].tobytes())
         keep_a = ia[same]

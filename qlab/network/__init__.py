@@ -1,0 +1,1 @@
+"""A quantum network of nodes: description (network.yaml), emulator, node process, link sessions, launcher."""
