@@ -33,6 +33,9 @@ _SLOT = struct.Struct("<Q")
 _HEAD = struct.Struct("<QI")  # sequence number, header length
 
 
+_CLOSED = None  # end-of-pipe marker in a QueuePipe queue (frames are bytes)
+
+
 class QueuePipe:
     """One end of an in-process duplex pipe."""
 
@@ -50,12 +53,16 @@ class QueuePipe:
 
     def recv_frame(self) -> bytes:
         try:
-            return self.inbox.get(timeout=self.timeout_s)
+            frame = self.inbox.get(timeout=self.timeout_s)
         except queue.Empty:
             raise AuthenticationError(f"no message from the other party within {self.timeout_s} s") from None
+        if frame is _CLOSED:
+            raise AuthenticationError("the other party closed the channel")
+        return frame
 
     def close(self) -> None:
-        pass
+        """Tell the other end no more frames will come (its next receive fails at once)."""
+        self.outbox.put(_CLOSED)
 
 
 class SocketPipe:
@@ -213,8 +220,14 @@ class AuthenticatedChannel:
 
     def abort(self, reason: str) -> None:
         self._deferred = None
-        with contextlib.suppress(Exception):  # the session is over either way
+        try:
             self.send("abort", {"reason": reason})
+        except Exception:  # noqa: BLE001 - the session is over either way
+            # No authenticated word is possible (e.g. no Wegman-Carter pad left): closing the pipe ends the
+            # peer's wait at once. An unauthenticated close can only make the peer abort, which anyone on the
+            # wire can force anyway by dropping messages.
+            with contextlib.suppress(Exception):
+                self.pipe.close()
 
 
 def _transcript(first: list[bytes], second: list[bytes]) -> bytes:
