@@ -144,9 +144,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from qlab.storage.reader import RunReader
+    from qlab.storage.probe import open_checked
 
-    with RunReader(args.file) as r:
+    with open_checked(args.file) as r:  # read once in a time-limited child first: HDF5 can hang on damage
         summary = r.summary()
         summary["results_data"] = {x["name"]: x["data"] for x in r.results()} if args.json else None
     if args.json:
@@ -162,7 +162,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from qlab.analysis.offline import analyze_file
 
     result = analyze_file(args.file, roles=args.roles, window_ps=args.window_ps, find=args.find_delays,
-                          config_path=args.config, protocol=args.protocol)
+                          config_path=args.config, protocol=args.protocol, allow_truncated=args.allow_truncated)
+    if result.get("truncated"):
+        t = result["truncated"]
+        print(f"qlab analyze: WARNING: truncated file: analysed {t['records_read']} of the "
+              f"{t['records_declared']} records its header declares", file=sys.stderr)
     if result.get("secret"):
         print(f"qlab analyze: WARNING: {result['warning']}", file=sys.stderr)
     if args.json:
@@ -246,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--window-ps", type=int)
     a.add_argument("--find-delays", action="store_true")
     a.add_argument("--protocol", choices=["bbm92"], default=None)
+    a.add_argument("--allow-truncated", action="store_true",
+                   help="analyse a truncated PTU file as far as it goes (otherwise it is refused)")
 
     i = add("info", cmd_info, "summarize a run file")
     i.add_argument("file")
