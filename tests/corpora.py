@@ -291,7 +291,6 @@ def _ptu_header_damage(src: bytes, rnd: random.Random, out: Path) -> list[tuple[
 
     cases: list[tuple[str, bytes]] = []
     header_end = src.index(b"Header_End") + 48
-    tags = list(range(16, header_end, 48))  # int/float tags are 48 bytes; the ANSI GUID tag is longer
 
     def sub(data: bytes, at: int, new: bytes) -> bytes:
         return data[:at] + new + data[at + len(new):]
@@ -319,7 +318,6 @@ def _ptu_header_damage(src: bytes, rnd: random.Random, out: Path) -> list[tuple[
         for _ in range(20):
             b[rnd.randrange(header_end)] ^= 1 << rnd.randrange(8)
         cases.append((f"header-bitflip-{k}", bytes(b)))
-    del tags
     out_paths = []
     for name, data in cases:
         p = out / f"ptu-{name}.ptu"

@@ -59,7 +59,7 @@ class Axis(Strict):
     address: int | str | None = None
     plate: Literal["half", "quarter", "paddle"] = "half"
     # overrides ``plate`` (paddles: ~0.5 for 3-loop paddles)
-    retardance_waves: float | None = Field(default=None, gt=0, le=100)
+    retardance_waves: float | None = Field(default=None, ge=0, le=100)
     zero_deg: float = 0.0  # angle of the optic's fast axis when the stage reads 0
 
 
