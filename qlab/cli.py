@@ -177,9 +177,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from qlab.cli_format import print_info
-    from qlab.storage.reader import RunReader
+    from qlab.storage.probe import open_checked
 
-    with RunReader(args.file) as r:
+    with open_checked(args.file) as r:  # read once in a time-limited child first: HDF5 can hang on damage
         summary = r.summary()
         results = r.results()
     if args.json:
@@ -196,7 +196,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     roles = ",".join(f"{r}={c}" for r, c in args.roles.items()) if args.roles else None
     result = analyze_file(args.file, roles=roles, window_ps=args.window_ps, find=args.find_delays,
-                          config_path=args.config, protocol=args.protocol, step=args.step, segment=args.segment)
+                          config_path=args.config, protocol=args.protocol, step=args.step, segment=args.segment,
+                          allow_truncated=args.allow_truncated)
+    if result.get("truncated"):
+        t = result["truncated"]
+        print(f"qlab analyze: WARNING: truncated file: analysed {t['records_read']} of the "
+              f"{t['records_declared']} records its header declares", file=sys.stderr)
     if result.get("secret"):
         print(f"qlab analyze: WARNING: {result['warning']}", file=sys.stderr)
     for warning in result.get("warnings", []):
@@ -369,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--segment", type=int, metavar="N",
                      help="analyze only the N-th acquisition (0-based) of a run file; segments are separated "
                           "by pauses of the tagger stream")
+    a.add_argument("--allow-truncated", action="store_true",
+                   help="analyse a truncated PTU file as far as it goes (otherwise it is refused)")
 
     i = add("info", cmd_info, "summarize a run file")
     i.add_argument("file", help="run file (.h5) or Photon-HDF5 file")

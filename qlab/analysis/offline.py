@@ -39,13 +39,42 @@ SECRET_NOTE = ("this file holds SECRET raw detection data of a QKD key run (writ
                "holding it can rebuild the key; keep it owner-only and delete it when done")
 
 
+def _magic(p: Path) -> bytes:
+    """The first 8 bytes of ``p``. Raises FileFormatError if it is not a readable regular file."""
+    if not p.is_file():
+        raise FileFormatError(str(p), "no such file" if not p.exists() else "not a regular file")
+    try:
+        with open(p, "rb") as f:
+            return f.read(8)
+    except OSError as exc:
+        raise FileFormatError(str(p), f"cannot read file: {exc.strerror}") from None
+
+
+def check_stream_file(path: str | Path, allow_truncated: bool = False) -> None:
+    """Make sure ``path`` can be read before analysing it: a run / Photon-HDF5 file is read once in a child
+    process with a time limit (the HDF5 library can hang or crash on damaged files), a PTU file's header is
+    parsed with bounded reads and a truncated PTU is refused unless ``allow_truncated``. Raises
+    FileFormatError naming the file."""
+    p = Path(path)
+    magic = _magic(p)
+    if magic.startswith(b"PQTTTR"):
+        from qlab.storage.ptu import check_ptu_complete
+
+        check_ptu_complete(p, allow_truncated)
+    elif magic.startswith(b"\x89HDF"):
+        from qlab.storage.probe import check_run_file
+
+        check_run_file(p)
+    else:
+        raise FileFormatError(str(p), f"unknown format (first bytes {magic!r}); expected HDF5 or PTU")
+
+
 def raw_data_status(path: str | Path) -> dict[str, Any]:
     """What a file says about key material: ``secret`` (raw data of a key run, written on request) and
     ``withheld_tags`` (tags a key run counted but did not record). Empty for files that are not qlab's."""
     p = Path(path)
-    with open(p, "rb") as f:
-        if not f.read(8).startswith(b"\x89HDF"):
-            return {}
+    if not _magic(p).startswith(b"\x89HDF"):
+        return {}
     from qlab.storage.reader import RunReader
 
     with RunReader(p) as r:
@@ -53,17 +82,16 @@ def raw_data_status(path: str | Path) -> dict[str, Any]:
                 "tags": sum(r.n_tags(i) for i in range(len(r.groups)))}
 
 
-def open_stream(path: str | Path) -> tuple[Iterator[TagChunk], Any]:
-    """Chunks of the first tagger's stream, and a closer. Picks the reader from the file's content."""
+def open_stream(path: str | Path, allow_truncated: bool = False) -> tuple[Iterator[TagChunk], Any]:
+    """Chunks of the first tagger's stream, and a closer. Picks the reader from the file's content.
+    Raises FileFormatError for unknown, damaged or (unless ``allow_truncated``) truncated PTU files."""
     p = Path(path)
-    if not p.is_file():
-        raise FileFormatError(str(p), "no such file")
-    with open(p, "rb") as f:
-        magic = f.read(8)
+    magic = _magic(p)
     if magic.startswith(b"PQTTTR"):
-        from qlab.storage.ptu import iter_ptu_t2
+        from qlab.storage.ptu import check_ptu_complete, iter_ptu_t2
 
-        return iter_ptu_t2(p), None
+        check_ptu_complete(p, allow_truncated)  # eagerly: the generator would only check on first use
+        return iter_ptu_t2(p, allow_truncated=allow_truncated), None
     if magic.startswith(b"\x89HDF"):
         from qlab.storage.reader import RunReader
 
@@ -78,20 +106,27 @@ def open_stream(path: str | Path) -> tuple[Iterator[TagChunk], Any]:
 def analyze_file(path: str | Path, roles: str | None = None, window_ps: int | None = None,
                  find: bool = False, config_path: str | None = None, protocol: str | None = None,
                  accidentals_offset_ps: int | None = None, delay_search_tags: int = 4_000_000,
-                 step: str | None = None, segment: int | None = None) -> dict[str, Any]:
-    """Singles, coincidences, accidentals (and QBER for BBM92 roles) of a stored stream.
+                 step: str | None = None, segment: int | None = None, allow_truncated: bool = False,
+                 check_file: bool = True) -> dict[str, Any]:
+    """Singles, coincidences, accidentals (and QBER for BBM92 roles, optionally a BBM92 key estimate) of a
+    stored stream.
 
     ``step``/``segment`` restrict a qlab run file to one demo step's tags or the N-th acquisition
-    (qlab.analysis.selection). Raises QlabError when the role mapping names channels the file has no events
-    on (explicit ``roles``) or maps none of the channels that have events; photons on unmapped channels are
-    reported in ``warnings``. AnalysisError when ``find`` meets a mapped channel without events.
+    (qlab.analysis.selection). ``check_file`` reads a run file once in a time-limited child process first
+    (qlab.storage.probe); a truncated PTU file is analysed only with ``allow_truncated`` (then as far as it
+    goes, and the result says so). Raises FileFormatError for damaged files, ConfigError, QlabError when
+    the role mapping names channels the file has no events on (explicit ``roles``) or maps none of the
+    channels that have events (photons on unmapped channels are reported in ``warnings``), AnalysisError
+    when ``find`` meets a mapped channel without events.
     """
     from qlab.analysis.selection import select_tags
     from qlab.config import load_config
 
     if protocol not in (None, "bbm92"):
         raise NotBuiltError(f"qlab analyze --protocol {protocol} is not built yet; bbm92 is")
-    status = raw_data_status(path) if Path(path).is_file() else {}
+    if check_file:
+        check_stream_file(path, allow_truncated)
+    status = raw_data_status(path)
     if protocol and not status.get("secret") and status.get("withheld_tags"):
         raise QlabError(f"{path}: this run file holds no raw detection data: a QKD key run records only "
                         f"statistics ({status['withheld_tags']} tags were withheld because they were secret). "
@@ -106,7 +141,7 @@ def analyze_file(path: str | Path, roles: str | None = None, window_ps: int | No
     window = window_ps if window_ps is not None else cfg.config.analysis.window_ps
     acc_off = accidentals_offset_ps if accidentals_offset_ps is not None else cfg.config.analysis.accidentals_offset_ps
     channels = sorted(set(role_map.values()))
-    stream, closer = open_stream(path)
+    stream, closer = open_stream(path, allow_truncated)
     counts = np.zeros(512, np.int64)  # events per channel (index = channel + 256), mapped or not
     selection = ""
     try:
@@ -170,6 +205,9 @@ def analyze_file(path: str | Path, roles: str | None = None, window_ps: int | No
         out["qber"] = {"Z": ez / sz if sz else None, "X": ex / sx if sx else None}
     if protocol == "bbm92":
         out.update(_distill_file(kept, role_map, delays, window, res.exposure_s))
+    truncated = _ptu_truncation(path)
+    if truncated:
+        out["truncated"] = truncated
     if status.get("secret"):
         out["secret"] = True
         out["warning"] = SECRET_NOTE
@@ -226,6 +264,17 @@ def _check_mapping(counts: np.ndarray, role_map: dict[str, int], explicit: bool,
     if empty and not explicit:
         warnings.append(f"no events on mapped channel(s) {', '.join(empty)}")
     return warnings
+
+
+def _ptu_truncation(path: str | Path) -> dict[str, int] | None:
+    """For a truncated PTU file: how many records its header declares and how many were analysed."""
+    p = Path(path)
+    if not _magic(p).startswith(b"PQTTTR"):
+        return None
+    from qlab.storage.ptu import read_ptu_header
+
+    h = read_ptu_header(p)
+    return {"records_declared": h.records_declared, "records_read": h.records_in_file} if h.truncated else None
 
 
 def _distill_file(chunks: list[TagChunk], roles: dict[str, int], delays: dict[int, float], window_ps: int,

@@ -20,6 +20,26 @@ DEFAULT_CONFIG_NAME = "instruments.yaml"
 # Limit quantities each instrument kind understands; anything else is a typo the user must hear about.
 CLICK_INPUTS = ("tagger", "counter")  # kinds whose inputs detectors can be wired to
 
+# Highest input number of each tagger / counter driver (inputs are numbered from 1): the largest model of the
+# family the driver speaks. The drivers learn the exact count from the device when they open; the config
+# check uses these so a wiring typo (input 99) is caught before any hardware is touched.
+MAX_INPUTS: dict[str, int] = {
+    "swabian.timetagger": 18,  # Time Tagger Ultra (4/8/12/18 inputs), Time Tagger 20 (8)
+    "picoquant.multiharp": 64,  # MultiHarp 150/160 (4–64 inputs)
+    "picoquant.hydraharp": 8,  # HydraHarp 400 (up to 8 inputs)
+    "idquantique.id1000": 4,  # ID1000 Time Controller
+    "tausand.abacus": 4,  # the driver speaks the four-input AB1004/1504/1904
+}
+
+# Axis addresses each polarization driver accepts (ints, or hex strings on the Thorlabs buses) and whether an
+# axis may leave its address out (the driver then derives it: APT channel 1, EPC400 the axis name's digit).
+AXIS_ADDRESSES: dict[str, tuple[frozenset[int], bool]] = {
+    "thorlabs.ell14": (frozenset(range(16)), False),  # ELLx bus addresses 0–F
+    "thorlabs.k10cr1": (frozenset(range(1, 16)), True),  # APT channel
+    "thorlabs.mpc320": (frozenset({1, 2, 4}), True),  # paddle bitmask
+    "ozoptics.epc400": (frozenset({1, 2, 3, 4}), True),  # four fibre squeezer channels
+}
+
 # (from the kinds' settings tables, qlab/settings_spec.py)
 LIMIT_QUANTITIES: dict[str, set[str]] = {kind: limit_quantities(kind)
                                          for kind in ("laser", "detector", "tagger", "counter", "polarization")}
@@ -110,7 +130,10 @@ def _describe(err: dict[str, Any], lines: dict[KeyPath, int]) -> tuple[int | Non
     elif kind == "extra_forbidden":
         msg = "unknown key (check the spelling; see the schema in qlab/config/schema.py)"
     else:
-        msg = f"{err['msg']} (got {err.get('input')!r})"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if not isinstance(err.get("input"), dict):  # a whole section as "got" says nothing useful
+            got = repr(err.get("input"))
+            msg += f" (got {got if len(got) <= 80 else got[:77] + '...'})"
     return line_of(lines, loc), key, msg
 
 
@@ -134,7 +157,7 @@ def _check_semantics(cfg: LabConfig, lines: dict[KeyPath, int], problems: list) 
         for q, lim in inst.limits.items():
             if lim.min is not None and lim.max is not None and lim.min > lim.max:
                 add((*base, "limits", q), f"min {lim.min} is above max {lim.max}")
-        _check_settings(inst, entry.kind, base, add)
+        _check_settings(inst, entry.kind, base, add, MAX_INPUTS.get(inst.driver))
         try:
             sim_params[name] = KIND_SIM_MODELS[entry.kind].model_validate(inst.sim)
         except ValidationError as exc:
@@ -151,6 +174,7 @@ def _check_semantics(cfg: LabConfig, lines: dict[KeyPath, int], problems: list) 
                 add(base, "a polarization controller needs at least one entry under 'axes'")
             if inst.optics is None:
                 add(base, "a polarization controller needs 'optics' (party, stage) to place it in the lab")
+            _check_axes(inst, base, add)
     for name, inst in cfg.instruments.items():
         if inst.channel is None or inst.driver not in DRIVERS:
             continue
@@ -158,6 +182,9 @@ def _check_semantics(cfg: LabConfig, lines: dict[KeyPath, int], problems: list) 
         tag = cfg.instruments.get(inst.channel.tagger)
         if tag is None or DRIVERS.get(tag.driver) is None or DRIVERS[tag.driver].kind not in CLICK_INPUTS:
             add((*path, "tagger"), f"{inst.channel.tagger!r} is not a time tagger or coincidence counter in this file")
+        elif inst.channel.input > MAX_INPUTS.get(tag.driver, 255):
+            add((*path, "input"), f"{inst.channel.tagger} ({tag.driver}) has inputs 1–{MAX_INPUTS[tag.driver]}; "
+                                  f"there is no input {inst.channel.input}")
         key = (inst.channel.tagger, inst.channel.input)
         if key in inputs:
             add((*path, "input"), f"input {key[1]} of {key[0]} is already used by {inputs[key]}")
@@ -170,13 +197,18 @@ def _check_semantics(cfg: LabConfig, lines: dict[KeyPath, int], problems: list) 
     return sim_params
 
 
-def _check_settings(inst: InstrumentConfig, kind: str, base: KeyPath, add: Callable[[KeyPath, str], None]) -> None:
-    """Each ``settings`` value against its kind's table (known key, type, input/axis) and the instrument's
-    ``limits``, so a bad setpoint is refused by ``qlab config check`` rather than when the lab opens."""
+def _check_settings(inst: InstrumentConfig, kind: str, base: KeyPath, add: Callable[[KeyPath, str], None],
+                    max_input: int | None = None) -> None:
+    """Each ``settings`` value against its kind's table (known key, type, input/axis), the instrument's
+    input count and its ``limits``, so a bad setpoint is refused by ``qlab config check`` rather than when the
+    lab opens."""
     values, problems = parse_settings(kind, inst.settings, list(inst.axes) if kind == "polarization" else None)
     for path, msg in problems:
         add((*base, "settings", *path), msg)
     for sv in values:
+        if sv.spec.index == "input" and max_input is not None and not 1 <= sv.index <= max_input:
+            add((*base, "settings", *sv.path), f"{inst.driver} has inputs 1–{max_input}; there is no input {sv.index}")
+            continue
         lim = inst.limits.get(sv.spec.limit) if sv.spec.limit is not None else None
         if lim is None:
             continue
@@ -184,3 +216,33 @@ def _check_settings(inst: InstrumentConfig, kind: str, base: KeyPath, add: Calla
         if lim.min is not None and sv.value < lim.min or lim.max is not None and sv.value > lim.max:
             add((*base, "settings", *sv.path), f"{sv.value}{unit} is outside limits.{sv.spec.limit} "
                                                f"[{lim.min}, {lim.max}]{unit}")
+
+
+def _check_axes(inst: InstrumentConfig, base: KeyPath, add: Callable[[KeyPath, str], None]) -> None:
+    """Each axis address is one the driver can send (and no two axes share one)."""
+    rule = AXIS_ADDRESSES.get(inst.driver)
+    if rule is None:
+        return
+    allowed, optional = rule
+    used: dict[int, str] = {}
+    for axis, spec in inst.axes.items():
+        path = (*base, "axes", axis, "address")
+        addr = spec.address
+        if addr is None:
+            if not optional:
+                add(path, f"{inst.driver} needs an address for each axis, one of {sorted(allowed)}")
+            elif inst.driver == "ozoptics.epc400" and not str(axis)[-1:].isdigit():
+                add(path, "give an address (1–4) or end the axis name with its channel number (ch1 … ch4)")
+            continue
+        try:
+            number = int(addr, 16) if isinstance(addr, str) else int(addr)
+        except ValueError:
+            add(path, f"expected an address number (or a hex digit), got {addr!r}")
+            continue
+        if isinstance(addr, str) and inst.driver == "ozoptics.epc400":
+            add(path, f"expected a channel number 1–4, got {addr!r}")
+        elif number not in allowed:
+            add(path, f"{inst.driver} axes take addresses {sorted(allowed)}, got {addr!r}")
+        elif number in used:
+            add(path, f"address {addr!r} is already used by axis {used[number]}")
+        used[number] = str(axis)

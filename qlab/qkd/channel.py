@@ -31,6 +31,7 @@ NONCE_BYTES = 16
 LABEL = b"qlab-qkd-session-2"
 _SLOT = struct.Struct("<Q")
 _HEAD = struct.Struct("<QI")  # sequence number, header length
+MAX_FRAME_BYTES = 1 << 30  # far above any block's largest message (click times of one block)
 
 
 _CLOSED = None  # end-of-pipe marker in a QueuePipe queue (frames are bytes)
@@ -95,6 +96,8 @@ class SocketPipe:
 
     def recv_frame(self) -> bytes:
         (n,) = struct.unpack("<Q", self._exact(8))
+        if n > MAX_FRAME_BYTES:  # a forged length must not make the reader allocate or overflow
+            raise AuthenticationError(f"the other party announced a {n}-byte message (at most {MAX_FRAME_BYTES})")
         return self._exact(n)
 
     def close(self) -> None:
@@ -184,7 +187,7 @@ class AuthenticatedChannel:
         self._recv_seq += 1
         try:
             header = json.loads(body[_HEAD.size:_HEAD.size + hlen])
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: deeply nested JSON (untagged deferred messages)
             raise AuthenticationError("malformed message header") from None
         if not isinstance(header, dict) or header.get("kind") != kind:
             got = header.get("kind") if isinstance(header, dict) else header
@@ -205,6 +208,12 @@ class AuthenticatedChannel:
         self._deferred = ([], [])
         try:
             yield
+        except (ValueError, IndexError, KeyError, TypeError, OverflowError) as exc:
+            # The section's messages are untagged until its transcript check: one its parser chokes on was
+            # tampered with (or forged), which is an authentication failure, not a crash.
+            self._deferred = None
+            raise AuthenticationError(f"malformed message in a deferred section ({type(exc).__name__}: {exc})"
+                                      ) from None
         except BaseException:
             self._deferred = None
             raise
