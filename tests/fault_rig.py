@@ -128,16 +128,16 @@ def start_run(config: Path, data_dir: Path, *args: str) -> subprocess.Popen:
 def wait_for_tags(data_dir: Path, min_tags: int = 1, timeout_s: float = 60.0) -> Path:
     """Wait until a run file under ``data_dir`` holds at least ``min_tags`` tags (a run is integrating);
     returns its path. Raises TimeoutError."""
-    import h5py
-    import hdf5plugin  # noqa: F401 - registers the compression filter
+    from qlab.errors import FileFormatError
+    from qlab.storage.reader import RunReader
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for f in sorted((data_dir / "runs").glob("*.h5")) if (data_dir / "runs").exists() else []:
             try:
-                with h5py.File(f, "r", swmr=True) as h:
-                    n = h["photon_data/timestamps"].shape[0]
-            except (OSError, KeyError):
+                with RunReader(f) as r:  # counts the partial chunk the writer flushed too
+                    n = r.n_tags()
+            except (OSError, KeyError, FileFormatError):
                 continue
             if n >= min_tags:
                 return f

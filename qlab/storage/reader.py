@@ -149,7 +149,24 @@ class RunReader:
 
     @_reading("timestamps")
     def n_tags(self, group: int = 0) -> int:
-        return int(self.f[self.groups[group]]["timestamps"].shape[0])
+        return int(self.f[self.groups[group]]["timestamps"].shape[0]) + int(self._pending(group)[0].size)
+
+    def _pending(self, group: int) -> tuple[np.ndarray, np.ndarray]:
+        """Tags a killed writer had flushed as a partial chunk (``/user/qlab/pending_*``) beyond the end of the
+        tag datasets; empty for closed files and foreign ones."""
+        empty = (np.zeros(0, np.int64), np.zeros(0, np.int16))
+        q = self.f.get("user/qlab") if self.is_qlab else None
+        if q is None or f"pending_timestamps_{group}" not in q or "pending_count" not in q:
+            return empty
+        pt, pc = q[f"pending_timestamps_{group}"], q[f"pending_detectors_{group}"]
+        count, start = int(q["pending_count"][group]), int(q["pending_start"][group])
+        have = int(self.f[self.groups[group]]["timestamps"].shape[0])
+        if not 0 < count <= min(pt.shape[0], pc.shape[0]) or not 0 <= start <= have:
+            return empty
+        skip = have - start  # whole chunks written after the partial one was flushed overlap its start
+        if skip >= count:
+            return empty
+        return pt[skip:count].astype(np.int64), pc[skip:count].astype(np.int16)
 
     def iter_chunks(self, group: int = 0, chunk_tags: int = 1 << 22) -> Iterator[TagChunk]:
         """Tags in ps, chunk by chunk, without reading the whole file into memory. Raises FileFormatError
@@ -173,6 +190,13 @@ class RunReader:
                 t = np.round(t * scale).astype(np.int64)
             c = det[start:start + chunk_tags].astype(np.int16) if det is not None else np.zeros(t.size, np.int16)
             t0, t1 = int(t[0]) if t.size else 0, int(t[-1]) + 1 if t.size else 0
+            g_in = gaps[(gaps[:, 0] < t1) & (gaps[:, 1] > t0)] if len(gaps) else gaps
+            yield TagChunk(t, c, t0, t1, g_in)
+        t, c = self._pending(group)
+        if t.size:
+            if scale != 1.0:
+                t = np.round(t * scale).astype(np.int64)
+            t0, t1 = int(t[0]), int(t[-1]) + 1
             g_in = gaps[(gaps[:, 0] < t1) & (gaps[:, 1] > t0)] if len(gaps) else gaps
             yield TagChunk(t, c, t0, t1, g_in)
 
