@@ -18,7 +18,8 @@ def main(config: str | None = None, quit_after_s: float | None = None) -> int:
     lab = Lab.from_config(config, realtime=True).open()
     try:
         win = MainWindow(lab)
-        win.resize(1400, 900)
+        if not win.restored_geometry:  # a saved window size wins over the default
+            win.resize(1400, 900)
         win.show()
         if quit_after_s is not None:
             QTimer.singleShot(int(quit_after_s * 1000), win.close)
