@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtCore import QSettings, QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -29,7 +29,6 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
-    QScrollArea,
     QSizePolicy,
     QSpinBox,
     QToolBar,
@@ -37,7 +36,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 from qlab.gui.live import LiveFrame
-from qlab.gui.panels import InstrumentPanel, PanelStack, make_panel
+from qlab.gui.panels import FitWidthScrollArea, InstrumentPanel, PanelStack, make_panel
 from qlab.gui.params import check_values, make_editor, mark
 from qlab.gui.runs import RunBrowser
 from qlab.gui.workers import AcquisitionWorker, Bridge, ProcedureRunner
@@ -48,6 +47,7 @@ from qlab.procedures.engine import RunEngine
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 HISTORY_S = 60.0
+RATES_TITLE = "singles (Hz)"
 CLOSE_ABORT_TIMEOUT_S = 10.0  # closing: wait this long for an aborted procedure's finally-path, then go anyway
 HELP_TEXT = """<b>qlab</b> — live view of the lab's detectors and procedures.<br><br>
 <b>First steps</b>: switch the pump on (Instruments), run <i>delays</i> (Procedures) so coincidences fall
@@ -71,6 +71,13 @@ def _fmt_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
+class _LogView(QPlainTextEdit):
+    """The log pane: a strip under the plots by default (QPlainTextEdit's own size hint takes a third)."""
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(600, 90)
+
+
 class MainWindow(QMainWindow):
     """The main window. ``confirm_close`` (no arguments -> bool) is asked before closing during a run; tests
     replace it to answer automatically."""
@@ -92,6 +99,7 @@ class MainWindow(QMainWindow):
         self._progress_floor = 0
         self._closing = False
         self._shut_down = False
+        self._shown_once = False
         self.confirm_close = self._ask_close
         self.docks: dict[str, QDockWidget] = {}
         self._build_plots()
@@ -117,14 +125,15 @@ class MainWindow(QMainWindow):
     def _build_plots(self) -> None:
         central = QWidget()
         grid = QGridLayout(central)
-        self.rates_plot = pg.PlotWidget(title="count rate per detector (Hz)")
+        self.rates_plot = pg.PlotWidget()  # titles only when paused: narrow windows clip them
+        self.rates_plot.setLabel("left", RATES_TITLE)
         self.rates_plot.setLabel("bottom", "time", "s")
         self.rates_plot.setLimits(yMin=0)
         roles = sorted(self.acq.analyzer.roles)
         self.rate_curves = {r: self.rates_plot.plot(pen=pg.mkPen(COLORS[i % 8], width=2), name=r)
                             for i, r in enumerate(roles)}
         # Numeric counters beside the plot; they are the legend too (a legend inside the plot hid curves).
-        self.counters_box = QGroupBox("singles (Hz)")
+        self.counters_box = QGroupBox("rates (Hz)")
         self.counters_box.setObjectName("counters")
         cf = QGridLayout(self.counters_box)
         cf.setVerticalSpacing(2)
@@ -140,14 +149,16 @@ class MainWindow(QMainWindow):
             self.counter_labels[r] = value
         self.coinc_total_label = QLabel("—")
         self.coinc_total_label.setObjectName("counter_coincidences")
-        cf.addWidget(QLabel("coinc. (Hz)"), len(roles), 0)
+        cf.addWidget(QLabel("coinc."), len(roles), 0)
         cf.addWidget(self.coinc_total_label, len(roles), 1)
         self.elapsed_label = QLabel("")
         self.elapsed_label.setObjectName("elapsed")
         cf.addWidget(self.elapsed_label, len(roles) + 1, 0, 1, 2)
         cf.setRowStretch(len(roles) + 2, 1)
-        self.counters_box.setSizePolicy(QSizePolicy.Fixed, QSizePolicy.Preferred)
-        self.coinc_plot = pg.PlotWidget(title="coincidences (Hz): blue measured, red accidentals; Alice·Bob port")
+        self.counters_box.setSizePolicy(QSizePolicy.Fixed, QSizePolicy.Minimum)
+        self.coinc_plot = pg.PlotWidget()
+        self.coinc_plot.setLabel("left", "coincidences (Hz)")
+        self.coinc_plot.setToolTip("blue: coincidences, red: accidentals (Hz)")
         self.coinc_bars = pg.BarGraphItem(x=[], height=[], width=0.7, brush="#1f77b4")
         self.acc_bars = pg.BarGraphItem(x=[], height=[], width=0.35, brush="#d62728")
         n_pairs = sum(r.startswith("alice") for r in roles) * sum(r.startswith("bob") for r in roles)
@@ -156,8 +167,9 @@ class MainWindow(QMainWindow):
         self.coinc_plot.setLimits(yMin=0)
         self.coinc_plot.addItem(self.coinc_bars)
         self.coinc_plot.addItem(self.acc_bars)
-        self.hist_plot = pg.PlotWidget(title="time-difference histogram")
+        self.hist_plot = pg.PlotWidget()
         self.hist_plot.setLabel("bottom", "Δt", "ps")
+        self.hist_plot.getAxis("bottom").enableAutoSIPrefix(False)  # ps stay ps (not "kps")
         self.hist_plot.setLabel("left", "counts")
         self.hist_plot.setLimits(yMin=0)
         self.hist_curve = self.hist_plot.plot(stepMode="center", fillLevel=0, brush=(31, 119, 180, 90))
@@ -174,30 +186,31 @@ class MainWindow(QMainWindow):
         sl.setContentsMargins(0, 0, 0, 0)
         # With H/V and D/A detectors at fixed analyzers this is S for a = H/V, a' = D/A and Bob's analyzer
         # wherever it stands: ≤ 2 by construction unless Bob's analyzer is at 22.5° — not a Bell test.
-        self.bell_box = QGroupBox("live S at the fixed analyzers (a = H/V arm, a′ = D/A arm)")
+        self.bell_box = QGroupBox("S, fixed analyzers")
         self.bell_box.setToolTip("S from the four detector pairs at the analyzers' current angles; the chsh "
                                  "procedure turns the analyzers to the CHSH angles for a Bell test")
         bf = QFormLayout(self.bell_box)
-        self.s_label, self.vis_label = QLabel("—"), QLabel("—")
+        self.s_label, self.vis_label, self.vis_da_label = QLabel("—"), QLabel("—"), QLabel("—")
         self.s_label.setObjectName("chsh_S")
         self.vis_label.setObjectName("visibility")
-        bf.addRow("S (fixed analyzers)", self.s_label)
-        bf.addRow("visibility", self.vis_label)
-        self.qkd_box = QGroupBox("QKD (BBM92, live asymptotic estimate)")
+        bf.addRow("S", self.s_label)
+        bf.addRow("V (H/V)", self.vis_label)
+        bf.addRow("V (D/A)", self.vis_da_label)
+        self.qkd_box = QGroupBox("QKD (BBM92, asymptotic)")
         qf = QFormLayout(self.qkd_box)
         self.sifted_label, self.qber_label, self.skr_label = QLabel("—"), QLabel("—"), QLabel("—")
         self.abort_label = QLabel("—")
         self.abort_label.setObjectName("qkd_state")
-        qf.addRow("sifted rate", self.sifted_label)
-        qf.addRow("QBER Z / X", self.qber_label)
-        qf.addRow("secret key rate", self.skr_label)
+        qf.addRow("sifted Z/X", self.sifted_label)
+        qf.addRow("QBER Z/X", self.qber_label)
+        qf.addRow("key rate", self.skr_label)
         qf.addRow("state", self.abort_label)
         sl.addWidget(self.bell_box)
         sl.addWidget(self.qkd_box)
         grid.addWidget(stats, 2, 0, 1, 3)
         grid.setRowStretch(0, 3)
         grid.setRowStretch(1, 3)
-        central.setMinimumSize(420, 360)
+        central.setMinimumSize(380, 330)
         self.setCentralWidget(central)
 
     def _build_docks(self) -> None:
@@ -207,14 +220,8 @@ class MainWindow(QMainWindow):
         self.panels: dict[str, InstrumentPanel] = {}
         for name, h in self.lab.handles.items():
             self.panels[name] = make_panel(h, self.bridge, roles_by_input.get(name, {}))
-        scroll = QScrollArea()
+        scroll = FitWidthScrollArea(PanelStack(list(self.panels.values())))
         scroll.setObjectName("instrument_scroll")
-        scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # panels fit the dock's width instead
-        stack = PanelStack(list(self.panels.values()))
-        scroll.setWidget(stack)
-        # Wide enough for the widest panel row (controller axes with jog/home), so nothing is cut.
-        scroll.setMinimumWidth(stack.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 4)
         self.instrument_scroll = scroll
         self._dock("Instruments", scroll, Qt.LeftDockWidgetArea)
 
@@ -260,13 +267,16 @@ class MainWindow(QMainWindow):
         self.results.setReadOnly(True)
         self.results.setObjectName("results")
         pl.addWidget(self.results, 1)
-        proc.setMinimumWidth(260)
+        proc.setMinimumWidth(240)
         self._dock("Procedures", proc, Qt.RightDockWidgetArea)
 
-        self.log = QPlainTextEdit()
+        self.log = _LogView()
         self.log.setReadOnly(True)
         self.log.setObjectName("log")
         log_dock = self._dock("Log", self.log, Qt.BottomDockWidgetArea)
+        # Side docks take the full height; the log sits under the plots only.
+        self.setCorner(Qt.BottomLeftCorner, Qt.LeftDockWidgetArea)
+        self.setCorner(Qt.BottomRightCorner, Qt.RightDockWidgetArea)
         self.runs = RunBrowser(self.lab.data_dir / "runs")
         runs_dock = self._dock("Runs", self.runs, Qt.BottomDockWidgetArea)
         self.tabifyDockWidget(log_dock, runs_dock)
@@ -532,7 +542,7 @@ class MainWindow(QMainWindow):
         self.acq.command(lambda an: an.set_hist_binning(bin_ps, range_ps))
 
     def _hist_log(self, on: bool) -> None:
-        self.hist_plot.setLimits(yMin=None if on else 0)
+        self.hist_plot.setLimits(yMin=-1e300 if on else 0)  # log mode: the limit is in decades
         self.hist_plot.setLogMode(y=on)
 
     def _coincidence_window(self, window_ps: int) -> None:
@@ -591,8 +601,8 @@ class MainWindow(QMainWindow):
         """A procedure took the tagger (``name``) or gave it back (""): the rate plot shows a gap, not a line."""
         self.live_paused_by = name or None
         self._history.append((time.monotonic(), {}))  # a NaN point: the curves break here
-        base = "count rate per detector (Hz)"
-        self.rates_plot.setTitle(f"{base} — live view paused: {name} is using the tagger" if name else base)
+        self.rates_plot.setTitle(f"live view paused: {name} is using the tagger" if name else None, size="9pt",
+                                 color="#fc0")
 
     def _draw(self) -> None:
         now = time.monotonic()
@@ -617,15 +627,31 @@ class MainWindow(QMainWindow):
         x = np.arange(len(keys))
         self.coinc_bars.setOpts(x=x, height=np.nan_to_num([f.coincidence_rates[k] for k in keys]))
         self.acc_bars.setOpts(x=x + 0.2, height=np.nan_to_num([f.accidental_rates[k] for k in keys]))
-        self.coinc_plot.getAxis("bottom").setTicks([[(i, _short_pair(k)) for i, k in enumerate(keys)]])
+        self.coinc_plot.getAxis("bottom").setTicks(self._coinc_ticks(keys))
         if len(f.hist_centers_ps):
             half = (f.hist_centers_ps[1] - f.hist_centers_ps[0]) / 2 if len(f.hist_centers_ps) > 1 else 50
             edges = np.append(f.hist_centers_ps - half, f.hist_centers_ps[-1] + half)
             counts = np.maximum(f.hist_counts, 0.5) if self.hist_log.isChecked() else f.hist_counts
             self.hist_curve.setData(edges, counts)
-        self.hist_plot.setTitle(f"Δt {f.hist_pair[1]} − {f.hist_pair[0]}")
+        self.hist_plot.setLabel("bottom", f"Δt {f.hist_pair[1]}−{f.hist_pair[0]}", "ps")
         self._draw_stats(f, total_c, total_a)
         self.frames_drawn += 1
+
+    def _coinc_ticks(self, keys: list[str]) -> list[list[tuple[float, str]]]:
+        """One label per bar ("HV": Alice H, Bob V) when there is room, else one per Alice port group."""
+        if not keys:
+            return [[]]
+        px_per_bar = self.coinc_plot.getViewBox().width() / len(keys)
+        if px_per_bar >= 22:
+            self.coinc_plot.setLabel("bottom", "Alice·Bob port")
+            return [[(i, _short_pair(k)) for i, k in enumerate(keys)]]
+        groups: dict[str, list[int]] = {}
+        for i, k in enumerate(keys):
+            groups.setdefault(k.split("|")[0].split(".")[-1], []).append(i)
+        bob = "".join(_short_pair(keys[i])[1:] for i in next(iter(groups.values())))
+        self.coinc_plot.setLabel("bottom", "Alice port")
+        self.coinc_plot.setToolTip(f"bars per Alice port: Bob {bob}; blue coincidences, red accidentals (Hz)")
+        return [[(sum(ix) / len(ix), a) for a, ix in groups.items()]]
 
     def _draw_stats(self, f: LiveFrame, total_c: float, total_a: float) -> None:
         """S, visibility and QKD labels; '—' with the reason when there are no usable coincidences."""
@@ -636,26 +662,29 @@ class MainWindow(QMainWindow):
             reason = "no coincidences"
         elif n_c <= n_a + 3 * math.sqrt(max(n_a, 1.0)):
             reason = "coincidences ≈ accidentals (run delays?)"
+        self.s_label.setToolTip(reason or "")
         if reason is not None or f.chsh is None:
             self.s_label.setText(f"— ({reason})" if reason else "—")
         else:
             self.s_label.setText(f"{f.chsh['S']:.3f} ± {f.chsh['S_err']:.3f}")
         v = f.visibility
-        self.vis_label.setText(f"— ({reason})" if reason else
-                               "  ".join(f"{b} {v[b]:.3f} ± {v[b + '_err']:.3f}" for b in ("HV", "DA") if b in v))
+        for b, label in (("HV", self.vis_label), ("DA", self.vis_da_label)):
+            label.setText("—" if reason or b not in v else f"{v[b]:.3f} ± {v[b + '_err']:.3f}")
         q = f.qkd
         if not q:
             return
-        self.sifted_label.setText(f"Z {q['sifted_rate_Z']:.0f} /s, X {q['sifted_rate_X']:.0f} /s")
-        fmt = lambda x: "—" if x is None else f"{100 * x:.2f} %"  # noqa: E731
-        self.qber_label.setText(f"{fmt(q['qber_Z'])} / {fmt(q['qber_X'])}")
+        self.sifted_label.setText(f"{q['sifted_rate_Z']:.0f} / {q['sifted_rate_X']:.0f} /s")
+        fmt = lambda x: "—" if x is None else f"{100 * x:.2f}"  # noqa: E731
+        self.qber_label.setText(f"{fmt(q['qber_Z'])} / {fmt(q['qber_X'])} %")
         if q["qber_Z"] is None or q["qber_X"] is None or reason is not None:
             self.skr_label.setText("—")
-            self.abort_label.setText(f"no estimate ({reason or 'no coincidences in a basis'})")
+            self.abort_label.setText("no estimate")
+            self.abort_label.setToolTip(reason or "no coincidences in a basis")
             self.abort_label.setStyleSheet("")
             return
-        self.skr_label.setText(f"{q['secret_key_rate_bps']:.0f} bit/s (asymptotic)")
-        self.abort_label.setText("QBER above 11 %: no key" if q["aborted"] else "key possible")
+        self.skr_label.setText(f"{q['secret_key_rate_bps']:.0f} bit/s")
+        self.abort_label.setToolTip("")
+        self.abort_label.setText("QBER > 11 %: no key" if q["aborted"] else "key possible")
         self.abort_label.setStyleSheet("color: #c00" if q["aborted"] else "color: #070")
 
     def _on_progress(self, fraction: float, message: str) -> None:
@@ -814,10 +843,21 @@ class MainWindow(QMainWindow):
             self._closing = True
             self.log_message("info", "closing: aborting the running procedure first")
             self.runner.abort()
+            # Light off now, on the lasers' own workers; the procedure notices the abort after its current
+            # acquisition and then closes its run file.
+            threading.Thread(target=self.lab.lasers_off, name="qlab-lasers-off", daemon=True).start()
             QTimer.singleShot(int(CLOSE_ABORT_TIMEOUT_S * 1000), self._force_close)
             return
         self.shutdown()
         super().closeEvent(event)
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        if not self._shown_once:
+            self._shown_once = True
+            if self.settings.value("state") is None:  # first start: a log strip, not half the window
+                QTimer.singleShot(0, lambda: self.resizeDocks([self.docks["Log"]], [max(110, self.height() // 6)],
+                                                              Qt.Vertical))
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt API
         super().resizeEvent(event)

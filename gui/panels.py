@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QObject, QSize, Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QDoubleSpinBox,
@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -113,7 +114,10 @@ class InstrumentPanel(QGroupBox):
             self.form.addRow(f"in {ch} ({self.wired[ch]})", self._row([self._widget(s, ch) for s in by_input]))
         by_axis = [s for s in table if s.spec.index == "axis"]
         for ax in inst.axes() if by_axis else []:
-            self.form.addRow(str(ax), self._row([self._widget(s, ax) for s in by_axis] + self.axis_extras(ax)))
+            self.form.addRow(str(ax), self._row([self._widget(s, ax) for s in by_axis]))
+            extras = self.axis_extras(ax)
+            if extras:  # a second line keeps the panel narrow enough for a 1024 px wide window
+                self.form.addRow("", self._row(extras))
 
     @staticmethod
     def _row(widgets: list[QWidget]) -> QWidget:
@@ -319,6 +323,25 @@ PANELS: dict[str, type[InstrumentPanel]] = {"laser": LaserPanel, "detector": Det
 
 def make_panel(handle: InstrumentHandle, bridge: Bridge, wired: dict[int, str]) -> InstrumentPanel:
     return PANELS.get(handle.kind, InstrumentPanel)(handle, bridge, wired)
+
+
+class FitWidthScrollArea(QScrollArea):
+    """A vertical scroll area as wide as its content needs: no horizontal scrollbar, nothing cut off."""
+
+    def __init__(self, widget: QWidget):
+        super().__init__()
+        self.setWidgetResizable(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.setWidget(widget)
+
+    def _extra(self) -> int:
+        return self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth() + 2
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(self.widget().minimumSizeHint().width() + self._extra(), 120)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(self.widget().sizeHint().width() + self._extra(), 600)
 
 
 class PanelStack(QWidget):

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QObject, QSize, Qt, Signal
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -67,11 +67,13 @@ class RunBrowser(QWidget):
         self.detail = QPlainTextEdit()
         self.detail.setReadOnly(True)
         self.detail.setObjectName("run_detail")
+        for w in (self.tree, self.detail):
+            w.setMinimumHeight(40)
         self.refresh_btn = QPushButton("Refresh")
         self.refresh_btn.clicked.connect(self.refresh)
         self.status = QLabel(f"runs in {self.runs_dir}")
         self.status.setWordWrap(True)
-        split = QSplitter(Qt.Vertical)
+        split = QSplitter(Qt.Horizontal)  # side by side: the pane stays a low strip under the plots
         split.addWidget(self.tree)
         split.addWidget(self.detail)
         lay = QVBoxLayout(self)
@@ -80,6 +82,9 @@ class RunBrowser(QWidget):
         top.addWidget(self.refresh_btn)
         lay.addLayout(top)
         lay.addWidget(split, 1)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(600, 90)  # tabbed with the log: a strip under the plots
 
     def refresh(self) -> None:
         """Re-read the run directory on a background thread."""
