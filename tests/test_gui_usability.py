@@ -331,3 +331,20 @@ def test_run_browser_lists_runs_with_parameters_and_results(make_lab, qtbot, tmp
     assert item.text(1) == "darkcounts" and item.text(2) == "complete"
     browser.tree.setCurrentItem(item)
     assert "integration_s=0.1" in browser.detail.toPlainText() and "darkcounts:" in browser.detail.toPlainText()
+
+
+def test_platform_check_names_the_packages_to_install(monkeypatch, capsys) -> None:
+    from qlab.gui import app, platform_check
+
+    assert platform_check.check_qt_platform({"QT_QPA_PLATFORM": "offscreen"}).ok
+    no_display = platform_check.check_qt_platform({})
+    assert not no_display.ok and "--offscreen" in no_display.message
+    monkeypatch.setattr(platform_check, "_loads", lambda so: so not in ("libxcb-icccm.so.4", "libxcb-keysyms.so.1"))
+    r = platform_check.check_qt_platform({"DISPLAY": ":0"})
+    assert not r.ok and r.packages == ["libxcb-icccm4", "libxcb-keysyms1"]
+    assert "apt-get install -y libxcb-icccm4 libxcb-keysyms1" in r.message
+    # `qlab gui` stops before creating the QApplication (exit 2), with the message on stderr.
+    monkeypatch.setattr(app, "check_qt_platform", lambda: r)
+    monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
+    assert app.main(None) == 2
+    assert "libxcb-keysyms1" in capsys.readouterr().err
