@@ -62,7 +62,15 @@ def maximum_likelihood(projectors: list[np.ndarray], counts: np.ndarray) -> np.n
         mu = scale * p
         return float((mu - n * np.log(mu)).sum())
 
-    start = t_from_rho(linear_inversion(projectors, n))
+    if total <= 0:
+        raise ValueError("maximum_likelihood: no counts at all; there is no state to reconstruct")
+    start_rho = linear_inversion(projectors, n)
+    if not np.all(np.isfinite(start_rho)):  # a few noise counts can leave a traceless start: start mixed
+        start_rho = np.eye(4) / 4
+    try:
+        start = t_from_rho(start_rho)
+    except np.linalg.LinAlgError:
+        start = t_from_rho(np.eye(4) / 4)
     res = minimize(nll, start, method="L-BFGS-B", options={"maxiter": 5000})
     res = minimize(nll, res.x, method="Nelder-Mead", options={"maxiter": 4000, "xatol": 1e-7, "fatol": 1e-9})
     return rho_from_t(res.x)

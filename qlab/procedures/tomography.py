@@ -10,6 +10,7 @@ Restores: the compensator and analyzer angles and the laser state it found, also
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,8 @@ from qlab.procedures.engine import Param, Procedure, RunContext
 from qlab.procedures.measure import integrate, light_on
 from qlab.procedures.restore import restoring
 from qlab.procedures.visibility import set_analyzers
+
+log = logging.getLogger(__name__)
 
 
 class TomographyProcedure(Procedure):
@@ -53,12 +56,15 @@ class TomographyProcedure(Procedure):
             projectors, counts, table = self._measure(ctx)
         total_c = sum(r["coincidences"] for r in table)
         total_a = sum(r["accidentals"] for r in table)
-        if not distinguishable_from_accidentals(total_c, total_a):
-            # A state fitted to chance coincidences means nothing (and the fit may not even converge): refuse.
-            raise QlabError(f"tomography: coincidences are indistinguishable from accidentals ({total_c} vs "
-                            f"{total_a}); is the pump on? Run `qlab run delays` first (with uncalibrated cable "
-                            "delays the pairs fall outside the coincidence window).")
+        if total_c == 0:
+            raise QlabError("tomography: no coincidences at all; is the pump on? Run `qlab run delays` first.")
         warnings: list[str] = []
+        if not distinguishable_from_accidentals(total_c, total_a):
+            # The fit still runs (the result is recorded), but says it describes chance coincidences.
+            warnings.append(f"coincidences are indistinguishable from accidentals ({total_c} vs {total_a}): the "
+                            "reconstructed state describes noise. Is the pump on? Run `qlab run delays` first "
+                            "(with uncalibrated cable delays the pairs fall outside the coincidence window).")
+            log.warning("tomography: %s", warnings[-1])
         ctx.progress(0.95, "maximum-likelihood reconstruction")
         res = reconstruct(projectors, np.array(counts), resamples=self.resamples)
         return {**res.as_dict(), "measurements": table, "integration_s": self.integration_s, "warnings": warnings}
