@@ -15,6 +15,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QSettings, QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QCheckBox,
     QComboBox,
     QDockWidget,
@@ -803,6 +804,8 @@ class MainWindow(QMainWindow):
 
     # -- closing ---------------------------------------------------------------------------------------------
     def _ask_close(self) -> bool:
+        if QApplication.platformName() in ("offscreen", "minimal"):
+            return True  # nobody could answer a dialog here: abort and close
         answer = QMessageBox.question(
             self, "Procedure running",
             f"{self.runner.name or 'A procedure'} is running. Abort it (lasers off, run file kept as "

@@ -205,9 +205,11 @@ class ProcedureRunner:
         try:
             self.bridge.message.emit("info", f"{proc.name}: started")
             results = self.engine.run(proc)
+            self.ending = True  # before the GUI hears of it: a close from there finds nothing left to abort
             self.bridge.message.emit("info", f"{proc.name}: {proc.summary(results)}")
             self.bridge.finished.emit(proc.name, results)
         except BaseException as exc:  # noqa: BLE001 - everything is reported in the window
+            self.ending = True
             log.debug("procedure failed: %s", traceback.format_exc())
             self.bridge.failed.emit(proc.name, f"{type(exc).__name__}: {exc}")
         finally:
