@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import sys
+
+from qlab.gui.platform_check import check_qt_platform
 
 from qlab.lab import Lab
 
 
-def main(config: str | None = None, quit_after_s: float | None = None) -> int:
+def main(config: str | None = None, quit_after_s: float | None = None, offscreen: bool = False) -> int:
+    """Run the GUI; returns the exit code (2 when Qt's platform plugin cannot load: the message says what to
+    install)."""
+    if offscreen:
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    report = check_qt_platform()
+    if not report.ok:
+        print(f"qlab gui: {report.message}", file=sys.stderr)
+        return 2
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
     from qlab.gui.main_window import MainWindow
@@ -18,7 +29,8 @@ def main(config: str | None = None, quit_after_s: float | None = None) -> int:
     lab = Lab.from_config(config, realtime=True).open()
     try:
         win = MainWindow(lab)
-        win.resize(1400, 900)
+        if not win.restored_geometry:  # a saved window size wins over the default
+            win.resize(1400, 900)
         win.show()
         if quit_after_s is not None:
             QTimer.singleShot(int(quit_after_s * 1000), win.close)

@@ -52,6 +52,7 @@ class LiveAnalyzer:
         self.roles = roles
         self.by_channel = {ch: r for r, ch in roles.items()}
         self.channels = sorted(roles.values())
+        self.accidentals_offset_ps = accidentals_offset_ps
         self.counter = CoincidenceCounter(self.channels, window_ps, None, accidentals_offset_ps)
         self.hist_range_ps, self.hist_bin_ps = hist_range_ps, hist_bin_ps
         self.realtime_window_s = realtime_window_s
@@ -73,6 +74,23 @@ class LiveAnalyzer:
         if mode not in ("realtime", "accumulate"):
             raise ValueError(mode)
         self.mode = mode
+
+    def restart_window(self) -> None:
+        """Forget the realtime window (after a pause); the accumulated totals stay."""
+        self._recent.clear()
+
+    def set_hist_binning(self, bin_ps: int, range_ps: int) -> None:
+        """Histogram bin width and range ± around zero (ps); restarts the histogram."""
+        if bin_ps <= 0 or range_ps < bin_ps:
+            raise ValueError(f"histogram bin {bin_ps} ps and range ±{range_ps} ps: need 0 < bin ≤ range")
+        self.hist_bin_ps, self.hist_range_ps = int(bin_ps), int(range_ps)
+        self._recent.clear()
+        self._total_hist = None
+
+    def set_window(self, window_ps: int) -> None:
+        """Coincidence window of the live view (ps); restarts the statistics."""
+        self.counter = CoincidenceCounter(self.channels, int(window_ps), None, self.accidentals_offset_ps)
+        self.reset()
 
     def set_hist_pair(self, a: str, b: str) -> None:
         self.hist_pair = (a, b)

@@ -10,10 +10,11 @@ thread never waits on an instrument; errors go to the log pane.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QSize, Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QDoubleSpinBox,
@@ -22,6 +23,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -32,8 +34,23 @@ from qlab.instruments.handle import InstrumentHandle
 from qlab.instruments.settings import Setting
 
 
+class SettingSpinBox(QDoubleSpinBox):
+    """A spin box for a live instrument setting: the mouse wheel never changes it unless the user clicked
+    into it first (scrolling the Instruments dock over it scrolls the dock and sends nothing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFocusPolicy(Qt.StrongFocus)  # not Qt.WheelFocus: the wheel alone never focuses it
+
+    def wheelEvent(self, event) -> None:  # noqa: N802 - Qt API
+        if self.hasFocus():
+            super().wheelEvent(event)
+        else:
+            event.ignore()  # the scroll area underneath scrolls instead
+
+
 def _spin(lo: float | None, hi: float | None, decimals: int, step: float, suffix: str) -> QDoubleSpinBox:
-    s = QDoubleSpinBox()
+    s = SettingSpinBox()
     s.setDecimals(decimals)
     s.setRange(-1e9 if lo is None else lo, 1e9 if hi is None else hi)
     s.setSingleStep(step)
@@ -82,7 +99,7 @@ class InstrumentPanel(QGroupBox):
         self._build_settings()
         self._signal = _CacheSignal(self)
         self._signal.changed.connect(self._on_cache)
-        self._listener = lambda _name, changes: self._signal.changed.emit(changes)
+        self._listener = self._forward
         handle.cache.add_listener(self._listener)
         self._on_cache(handle.cache.values())  # what is already known (open, apply_settings); no device I/O
 
@@ -97,7 +114,10 @@ class InstrumentPanel(QGroupBox):
             self.form.addRow(f"in {ch} ({self.wired[ch]})", self._row([self._widget(s, ch) for s in by_input]))
         by_axis = [s for s in table if s.spec.index == "axis"]
         for ax in inst.axes() if by_axis else []:
-            self.form.addRow(str(ax), self._row([self._widget(s, ax) for s in by_axis] + self.axis_extras(ax)))
+            self.form.addRow(str(ax), self._row([self._widget(s, ax) for s in by_axis]))
+            extras = self.axis_extras(ax)
+            if extras:  # a second line keeps the panel narrow enough for a 1024 px wide window
+                self.form.addRow("", self._row(extras))
 
     @staticmethod
     def _row(widgets: list[QWidget]) -> QWidget:
@@ -187,6 +207,11 @@ class InstrumentPanel(QGroupBox):
     def on_settings(self, changes: dict[str, CachedValue]) -> None:  # noqa: B027 - kinds override
         """Kinds react to cache changes beyond the generic widgets (GUI thread)."""
 
+    def _forward(self, _name: str, changes: dict[str, CachedValue]) -> None:
+        """Cache listener (instrument worker thread): hand the changes to the GUI thread."""
+        with contextlib.suppress(RuntimeError):  # the panel was deleted before it was detached
+            self._signal.changed.emit(changes)
+
     def detach(self) -> None:
         """Stop listening to the instrument's cache (the window is closing; the lab may live on)."""
         self.handle.cache.remove_listener(self._listener)
@@ -205,7 +230,8 @@ class InstrumentPanel(QGroupBox):
             if exc is not None:
                 self.bridge.message.emit("error", f"{self.handle.name}.{name}: {exc}")
                 # The editor shows the refused value: put the instrument's own values back.
-                self._signal.changed.emit(self.handle.cache.values())
+                with contextlib.suppress(RuntimeError):  # the panel was deleted (window closed) meanwhile
+                    self._signal.changed.emit(self.handle.cache.values())
             elif done is not None:
                 self.bridge.instrument_state.emit(self.handle.name, {"_callback": done, "value": f.result()})
             self.bridge.instrument_state.emit(self.handle.name, {"_refresh": True})
@@ -297,6 +323,25 @@ PANELS: dict[str, type[InstrumentPanel]] = {"laser": LaserPanel, "detector": Det
 
 def make_panel(handle: InstrumentHandle, bridge: Bridge, wired: dict[int, str]) -> InstrumentPanel:
     return PANELS.get(handle.kind, InstrumentPanel)(handle, bridge, wired)
+
+
+class FitWidthScrollArea(QScrollArea):
+    """A vertical scroll area as wide as its content needs: no horizontal scrollbar, nothing cut off."""
+
+    def __init__(self, widget: QWidget):
+        super().__init__()
+        self.setWidgetResizable(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.setWidget(widget)
+
+    def _extra(self) -> int:
+        return self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth() + 2
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(self.widget().minimumSizeHint().width() + self._extra(), 120)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(self.widget().sizeHint().width() + self._extra(), 600)
 
 
 class PanelStack(QWidget):

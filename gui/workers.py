@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 import traceback
@@ -31,7 +32,10 @@ class Bridge(QObject):
     progress = Signal(float, str)
     finished = Signal(str, object)  # procedure name, results (or None)
     failed = Signal(str, str)  # procedure name, error text
-    recording = Signal(object)  # path or None
+    recording = Signal(object)  # {"path", "seconds", "bytes"} while recording, None when it stops
+    runner_done = Signal()  # the procedure thread has finished everything (after finished/failed)
+    live_paused = Signal(str)  # procedure name while it uses the tagger, "" when the live view resumes
+    calibration = Signal(bool)  # a delay calibration record exists
     instrument_state = Signal(str, object)  # instrument name, dict of state
 
 
@@ -51,6 +55,7 @@ class AcquisitionWorker:
         self._idle = threading.Event()
         self._lock = threading.Lock()
         self._runfile: RunFile | None = None
+        self._rec_started = self._rec_reported = 0.0
         self._commands: list = []
         self.thread = threading.Thread(target=self._run, name="qlab-acquisition", daemon=True)
         self.frames = 0
@@ -70,6 +75,8 @@ class AcquisitionWorker:
         self._idle.wait(5)
 
     def resume(self) -> None:
+        # The realtime window restarts: frames from before the pause would otherwise be merged with new ones.
+        self.command(lambda a: a.restart_window())
         self._pause.clear()
 
     def command(self, fn) -> None:
@@ -87,7 +94,9 @@ class AcquisitionWorker:
                         self._runfile.log_settings(name, self.lab[name].call("snapshot", timeout=5))
                 except Exception as exc:  # noqa: BLE001 - recording goes on; the log says what is missing
                     self.bridge.message.emit("warning", f"settings snapshot incomplete: {exc}")
-        self.bridge.recording.emit(str(path))
+        self._rec_started = time.monotonic()
+        self._rec_reported = 0.0
+        self.bridge.recording.emit({"path": str(path), "seconds": 0.0, "bytes": 0})
 
     def stop_recording(self) -> None:
         with self._lock:
@@ -141,7 +150,14 @@ class AcquisitionWorker:
             if self._runfile is not None:
                 self._runfile.append_tags(chunk)
         frame: LiveFrame = self.analyzer.add(chunk)
-        frame.recording = str(self._runfile.path) if self._runfile is not None else None
+        rf = self._runfile
+        frame.recording = str(rf.path) if rf is not None else None
+        now = time.monotonic()
+        if rf is not None and now - self._rec_reported >= 1.0:  # size and duration, once a second
+            self._rec_reported = now
+            with contextlib.suppress(OSError):
+                self.bridge.recording.emit({"path": str(rf.path), "seconds": now - self._rec_started,
+                                            "bytes": os.path.getsize(rf.path)})
         self.frames += 1
         self.bridge.frame.emit(frame)
 
@@ -155,6 +171,8 @@ class ProcedureRunner:
         self.acquisition = acquisition
         self.engine: RunEngine | None = None
         self.thread: threading.Thread | None = None
+        self.name: str | None = None  # the running (or last) procedure
+        self.ending = False  # the procedure has returned or raised; only signalling is left
 
     @property
     def busy(self) -> bool:
@@ -172,17 +190,31 @@ class ProcedureRunner:
         if self.engine is not None:
             self.engine.abort()
 
+    def join(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the procedure thread (closing only); True when it has ended."""
+        if self.thread is not None:
+            self.thread.join(timeout_s)
+        return not self.busy
+
     def _run(self, proc) -> None:
+        self.name = proc.name
+        self.ending = False
         if self.acquisition is not None:
             self.acquisition.pause()
+            self.bridge.live_paused.emit(proc.name)
         try:
             self.bridge.message.emit("info", f"{proc.name}: started")
             results = self.engine.run(proc)
+            self.ending = True  # before the GUI hears of it: a close from there finds nothing left to abort
             self.bridge.message.emit("info", f"{proc.name}: {proc.summary(results)}")
             self.bridge.finished.emit(proc.name, results)
         except BaseException as exc:  # noqa: BLE001 - everything is reported in the window
+            self.ending = True
             log.debug("procedure failed: %s", traceback.format_exc())
             self.bridge.failed.emit(proc.name, f"{type(exc).__name__}: {exc}")
         finally:
+            self.ending = True
             if self.acquisition is not None:
                 self.acquisition.resume()
+                self.bridge.live_paused.emit("")
+            self.bridge.runner_done.emit()

@@ -288,7 +288,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
         from qlab.gui.app import main as gui_main
     except ImportError as exc:
         raise QlabError(f"the GUI needs PySide6 and pyqtgraph (pip install 'qlab[gui]'): {exc}") from None
-    return gui_main(args.config, quit_after_s=args.quit_after)
+    return gui_main(args.config, quit_after_s=args.quit_after, offscreen=args.offscreen)
 
 
 class UsageError(QlabError):
@@ -383,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = add("gui", cmd_gui, "open the desktop GUI")
     g.add_argument("--quit-after", type=cli_args.positive_seconds, metavar="SECONDS",
                    help="close by itself (smoke tests, demos)")
+    g.add_argument("--offscreen", action="store_true", help="no display needed (Qt's offscreen platform; "
+                                                            "nothing is shown)")
 
     c = add("config", lambda a: 0, "check a lab description")
     csub = c.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")

@@ -6,13 +6,27 @@ Restores: the analyzer angles and the laser state it found, also on an error or 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from qlab.analysis.bell import CHSH_ANGLES_DEG, CHSH_SETTINGS, Counts4, chsh
+from qlab.analysis.bell import (
+    CHSH_ANGLES_DEG,
+    CHSH_SETTINGS,
+    Counts4,
+    chsh,
+    chsh_subtracted,
+    distinguishable_from_accidentals,
+)
 from qlab.procedures.engine import Param, Procedure, RunContext
 from qlab.procedures.measure import Measurement, light_on
 from qlab.procedures.restore import restoring
 from qlab.procedures.visibility import measure_visibilities, set_analyzers
+
+log = logging.getLogger(__name__)
+
+NO_SIGNAL_HINT = ("coincidences are indistinguishable from accidentals ({c:.0f} vs {a:.0f}): S means nothing. "
+                  "Is the pump on? Run `qlab run delays` first (with uncalibrated cable delays the pairs fall "
+                  "outside the coincidence window).")
 
 
 def counts4(m: Measurement, accidentals: bool = False) -> Counts4:
@@ -37,6 +51,8 @@ class ChshProcedure(Procedure):
 
         lab = ctx.lab
         light_on(lab)
+        if self.measure_visibility:
+            ctx.progress(0.0, "visibility H/V and D/A")
         vis = measure_visibilities(ctx, self.integration_s) if self.measure_visibility else None
         raw, acc, settings = [], [], []
         for i, (sa, sb) in enumerate(CHSH_SETTINGS):
@@ -50,14 +66,20 @@ class ChshProcedure(Procedure):
                              "accidentals": acc[-1].__dict__})
         set_analyzers(lab, 0.0, 0.0)
         r_raw = chsh(raw)
-        r_sub = chsh([c.minus(x) for c, x in zip(raw, acc, strict=True)])
+        r_sub = chsh_subtracted(raw, acc)  # σ includes the measured accidentals' own noise
+        total_c, total_a = sum(c.total for c in raw), sum(x.total for x in acc)
+        warnings = []
+        if not distinguishable_from_accidentals(total_c, total_a):
+            warnings.append(NO_SIGNAL_HINT.format(c=total_c, a=total_a))
+            log.warning("chsh: %s", warnings[-1])
         return {"S": r_sub["S"], "S_err": r_sub["S_err"], "violation_sigma": r_sub["violation_sigma"],
                 "S_raw": r_raw["S"], "S_raw_err": r_raw["S_err"], "violation_sigma_raw": r_raw["violation_sigma"],
                 "E": r_sub["E"], "E_err": r_sub["E_err"], "E_raw": r_raw["E"],
                 "visibility": vis, "coincidences": [c.total for c in raw],
                 "accidentals": [c.total for c in acc], "settings": settings,
-                "integration_s": self.integration_s}
+                "integration_s": self.integration_s, "warnings": warnings}
 
     def summary(self, r: dict[str, Any]) -> str:
-        return (f"S = {r['S']:.3f} ± {r['S_err']:.3f} ({r['violation_sigma']:.1f} σ above 2; "
+        text = (f"S = {r['S']:.3f} ± {r['S_err']:.3f} ({r['violation_sigma']:.1f} σ above 2; "
                 f"raw S = {r['S_raw']:.3f} ± {r['S_raw_err']:.3f})")
+        return text + "".join(f"\nWARNING: {w}" for w in r.get("warnings", []))

@@ -10,17 +10,21 @@ Restores: the compensator and analyzer angles and the laser state it found, also
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 
 from qlab import optics
+from qlab.analysis.bell import distinguishable_from_accidentals
 from qlab.analysis.tomography import reconstruct
 from qlab.errors import QlabError
 from qlab.procedures.engine import Param, Procedure, RunContext
 from qlab.procedures.measure import integrate, light_on
 from qlab.procedures.restore import restoring
 from qlab.procedures.visibility import set_analyzers
+
+log = logging.getLogger(__name__)
 
 
 class TomographyProcedure(Procedure):
@@ -50,9 +54,20 @@ class TomographyProcedure(Procedure):
             raise QlabError("measurements must be 16 or 36")
         with restoring(ctx.lab, stages=("analyzer", "compensator")):
             projectors, counts, table = self._measure(ctx)
+        total_c = sum(r["coincidences"] for r in table)
+        total_a = sum(r["accidentals"] for r in table)
+        if total_c == 0:
+            raise QlabError("tomography: no coincidences at all; is the pump on? Run `qlab run delays` first.")
+        warnings: list[str] = []
+        if not distinguishable_from_accidentals(total_c, total_a):
+            # The fit still runs (the result is recorded), but says it describes chance coincidences.
+            warnings.append(f"coincidences are indistinguishable from accidentals ({total_c} vs {total_a}): the "
+                            "reconstructed state describes noise. Is the pump on? Run `qlab run delays` first "
+                            "(with uncalibrated cable delays the pairs fall outside the coincidence window).")
+            log.warning("tomography: %s", warnings[-1])
         ctx.progress(0.95, "maximum-likelihood reconstruction")
         res = reconstruct(projectors, np.array(counts), resamples=self.resamples)
-        return {**res.as_dict(), "measurements": table, "integration_s": self.integration_s}
+        return {**res.as_dict(), "measurements": table, "integration_s": self.integration_s, "warnings": warnings}
 
     def _measure(self, ctx: RunContext) -> tuple[list[np.ndarray], list[int], list[dict[str, Any]]]:
         """Coincidences of every projection pair: (projectors, counts, table for the results)."""
@@ -85,7 +100,8 @@ class TomographyProcedure(Procedure):
                 n = m.result.pair(roles["alice.H"], roles["bob.H"])
                 projectors.append(np.kron(optics.projector(optics.KETS[ka]), optics.projector(optics.KETS[kb])))
                 counts.append(n)
-                table.append({"alice": ka, "bob": kb, "coincidences": n})
+                table.append({"alice": ka, "bob": kb, "coincidences": n,
+                              "accidentals": m.result.accidental_pair(roles["alice.H"], roles["bob.H"])})
         return projectors, counts, table
 
     @staticmethod
@@ -95,5 +111,7 @@ class TomographyProcedure(Procedure):
             lab[inst].move_absolute(float(np.mod(a, 360.0)), ax)
 
     def summary(self, r: dict[str, Any]) -> str:
-        return (f"fidelity with Φ+ {r['fidelity']:.4f} ± {r['fidelity_err']:.4f}, purity {r['purity']:.3f}, "
-                f"concurrence {r['concurrence']:.3f}, predicted S {r['chsh_predicted']:.3f}")
+        text = (f"fidelity with Φ+ {r['fidelity']:.4f} ± {r['fidelity_err']:.4f}, purity {r['purity']:.3f}, "
+                f"concurrence {r['concurrence']:.3f}, predicted S ≤ {r['chsh_predicted']:.3f} (upper estimate: "
+                "biased up by noise)")
+        return text + "".join(f"\nWARNING: {w}" for w in r.get("warnings", []))
