@@ -148,7 +148,7 @@ class AcquisitionWorker:
     def _analyse(self, chunk) -> None:
         with self._lock:
             if self._runfile is not None:
-                self._runfile.append_tags(chunk)
+                self._runfile.append_tags(chunk, flush=False)  # flushed every FLUSH_INTERVAL_S, whole chunks
         frame: LiveFrame = self.analyzer.add(chunk)
         rf = self._runfile
         frame.recording = str(rf.path) if rf is not None else None

@@ -162,6 +162,26 @@ class Lab:
         self.close()
 
     # -- safety ------------------------------------------------------------------------------------------------
+    def stop_streams(self, timeout_s: float = 2.0) -> list[str]:
+        """Stop every tagger's and counter's stream (after a fault or an abort: nothing more is recorded).
+        Returns the names that did not confirm within ``timeout_s`` s; never raises."""
+        futures = {}
+        for name, h in self.handles.items():
+            if h.kind in ("tagger", "counter") and hasattr(h.instrument, "stop_stream"):
+                try:
+                    futures[name] = h.submit("stop_stream")
+                except Exception:  # noqa: BLE001 - a dead worker cannot stream either
+                    continue
+        failed = []
+        deadline = time.monotonic() + timeout_s
+        for name, fut in futures.items():
+            try:
+                fut.result(max(0.0, deadline - time.monotonic()))
+            except Exception as exc:  # noqa: BLE001 - report, keep stopping the others
+                failed.append(name)
+                log.warning("%s: could not stop streaming: %s", name, exc)
+        return failed
+
     def lasers_off(self, timeout_s: float = 2.0) -> list[str]:
         """Try to switch every laser's output off, all at once, each on its own worker; wait at most
         ``timeout_s`` s (0.2 s for a laser already faulted or stuck). Returns the names that could not be

@@ -148,3 +148,20 @@ def test_cascade_checks_the_abort_flag() -> None:
     bob = _Bob.__new__(_Bob)
     bob.known = {}
     _with_abort_set(bob.settle)
+
+
+class FailsWhileStreaming(Procedure):
+    name = "fails_while_streaming"
+
+    def execute(self, ctx: RunContext) -> dict[str, Any]:
+        light_on(ctx.lab)
+        ctx.lab["tagger"].start_stream()
+        raise RuntimeError("analysis blew up")
+
+
+def test_a_failed_run_stops_streaming_and_switches_the_light_off(make_lab) -> None:
+    lab = make_lab()
+    with pytest.raises(RuntimeError, match="blew up"):
+        RunEngine(lab).run(FailsWhileStreaming(), record=False)
+    assert not lab.sim.taggers["tagger"].streaming
+    assert not lab["pump"].output()

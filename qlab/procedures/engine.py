@@ -231,6 +231,7 @@ class RunEngine:
             # Fault or abort: light off first, then record why.
             self.lab.stop_watchdog()
             self.lab.lasers_off()
+            self.lab.stop_streams()
             if isinstance(exc, KeyboardInterrupt | AbortedError) and isinstance(self.abort_event.reason,
                                                                                 InstrumentFault):
                 exc = self.abort_event.reason  # the abort was the fault's doing
