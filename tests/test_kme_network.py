@@ -217,3 +217,73 @@ def test_kill_9_node_between_reservation_and_delivery(net: Net) -> None:
         assert len(delivered) == len(set(delivered))
         assert {k for k, _ in got} <= set(delivered)
         assert not set(reserved) & set(delivered)
+
+
+# -- without processes -------------------------------------------------------------------------------------------
+def test_kme_section_validation_names_file_line_and_key(tmp_path: Path) -> None:
+    from qlab.errors import ConfigError
+    from qlab.network.config import load_network
+
+    text = (ROOT / "network.yaml").read_text()
+    bad = text.replace("allocate_from_end: false", "allocate_from_end: true").replace(
+        "pairs: {SAE_B: [SAE_A]}", "pairs: {SAE_B: [SAE_Z]}")
+    with pytest.raises(ConfigError) as exc:
+        load_network(tmp_path / "network.yaml", text=bad)
+    msg = str(exc.value)
+    assert "nodes.alice.kme.allocate_from_end" in msg and "opposite ends" in msg
+    assert "nodes.bob.kme.pairs.SAE_B" in msg and "SAE_Z" in msg
+    line = next(i for i, s in enumerate(bad.splitlines(), 1) if "pairs: {SAE_B: [SAE_Z]}" in s)
+    assert f":{line}: nodes.bob.kme.pairs.SAE_B" in msg
+    with pytest.raises(ConfigError, match="nodes.alice.kme.listen"):
+        load_network(tmp_path / "network.yaml", text=text.replace("listen: 127.0.0.1:47111", "listen: nowhere"))
+
+
+def test_pki_init_from_the_network_description(tmp_path: Path, capsys) -> None:
+    import stat
+
+    from qlab.cli import main as qlab_main
+    from qlab.errors import QlabError
+    from qlab.network.config import load_network
+    from qlab.network.kme_node import node_kme_config
+
+    assert qlab_main(["pki", "init", str(tmp_path / "pki"), "--network", str(ROOT / "network.yaml"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["kmes"] == ["KME_alice", "KME_bob"] and out["saes"] == ["SAE_A", "SAE_B"]
+    root = tmp_path / "pki"
+    for d in (root, root / "kme", root / "sae"):
+        assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
+    keys = [root / "ca.key", *root.glob("*/*.key")]
+    assert len(keys) == 5 and all(stat.S_IMODE(os.stat(k).st_mode) == 0o600 for k in keys)
+    from cryptography import x509
+
+    san = x509.load_pem_x509_certificate((root / "kme" / "KME_alice.crt").read_bytes()).extensions \
+        .get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+    assert "127.0.0.1" in {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+    # a node asked to serve its KME without certificates says which command makes them
+    text = (ROOT / "network.yaml").read_text().replace("data_dir: qlab-network-data", f"data_dir: {tmp_path / 'd'}")
+    desc = load_network(tmp_path / "network.yaml", text=text)
+    with pytest.raises(QlabError, match="qlab pki init"):
+        node_kme_config(desc, "alice", tmp_path / "d" / "alice" / "keys")
+
+
+def test_only_paired_blocks_are_deliverable_and_a_drop_reindexes(tmp_path: Path) -> None:
+    from qlab.network.keys import LinkKeyStore, block_key_id
+    from qlab.network.kme_node import DeliverableStore
+    from qlab.qkd.keystore import InsufficientKey, Purpose
+
+    link = LinkKeyStore(tmp_path / "keys", "bob")
+    bits = {b: (np.frombuffer(os.urandom(512), np.uint8) & 1) for b in (1, 2, 3)}
+    for b in (1, 2, 3):
+        link.reserve(b)
+        link.commit(b, bits[b], paired=(b == 3))  # 1 and 2 unpaired (Bob's side before reconciliation)
+    store = DeliverableStore(link)
+    assert store.free_bits() == 512
+    with pytest.raises(InsufficientKey):
+        store.allocate([600], Purpose.KEY)
+    (r,) = store.allocate([256], Purpose.KEY)
+    assert {x.block_id for x in r} == {block_key_id(3)}
+    store.keys.blocks()  # index the file, then drop block 1 (rewrites it: block 3 moves)
+    link.settle([2], [1, 2])
+    assert np.array_equal(store.read_ranges(r), bits[3][:256])
+    assert store.free_bits() == 256 + 512  # block 2 is paired now
