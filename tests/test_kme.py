@@ -339,11 +339,12 @@ def test_journal_drops_a_torn_last_line(tmp_path) -> None:
 
 def test_pki_init_command_and_config_errors(tmp_path, capsys) -> None:
     net = tmp_path / "network.yaml"
-    net.write_text("nodes:\n  alice:\n    kme: {kme_id: KME_A, saes: [SAE_A]}\n  bob:\n    saes: [SAE_B]\n")
+    net.write_text("nodes:\n  alice:\n    kme: {kme_id: KME_A, peer_listen: 127.0.0.1:1, saes: {SAE_A: SAE_A}}\n"
+                   "  bob:\n    kme: {peer_listen: 127.0.0.1:2, saes: {SAE_B: SAE_B}}\n")  # network.yaml's layout
     assert qlab_main(["pki", "init", str(tmp_path / "pki"), "--network", str(net), "--sae", "SAE_C",
                       "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["kmes"] == ["KME_A", "bob"] and sorted(out["saes"]) == ["SAE_A", "SAE_B", "SAE_C"]
+    assert out["kmes"] == ["KME_A", "KME_bob"] and sorted(out["saes"]) == ["SAE_A", "SAE_B", "SAE_C"]
     root = tmp_path / "pki"
     for d in (root, root / "kme", root / "sae"):
         assert stat.S_IMODE(os.stat(d).st_mode) == 0o700

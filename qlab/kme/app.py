@@ -2,7 +2,9 @@
 
 The calling SAE is the one whose client certificate the TLS layer verified: the server (qlab.kme.server)
 puts the certificate into the ASGI TLS extension (``scope["extensions"]["tls"]["client_cert_chain"]``) and
-this app maps its SHA-256 fingerprint to an SAE ID; a CA-signed certificate that maps to no SAE gets 401.
+this app maps its SHA-256 fingerprint (or, for KMEs configured by subject, its subject common name: the TLS
+layer already verified it was issued by the configured CA) to an SAE ID; a CA-signed certificate that maps to
+no SAE gets 401.
 Errors are the spec's Error object: 400 (bad request), 401 (SAE not allowed), 503 (cannot serve).
 """
 
@@ -22,13 +24,28 @@ from qlab.kme.models import BadRequest, KeyIDs, KeyRequest, KmeError, Status, Un
 PREFIX = "/api/v1/keys"
 
 
+def subject_common_name(der: bytes) -> str | None:
+    """The subject CN of a DER certificate (None if it has none or does not parse)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        names = x509.load_der_x509_certificate(der).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except ValueError:
+        return None
+    return str(names[0].value) if len(names) == 1 else None
+
+
 def caller_sae(request: Request, manager: KeyManager) -> str:
     """SAE ID of the client certificate of this connection. Raises Unauthorized."""
     tls = request.scope.get("extensions", {}).get("tls", {})
     chain = tls.get("client_cert_chain") or []
     if not chain:
         raise Unauthorized("no client certificate")
-    sae = manager.config.sae_by_fingerprint.get(cert_fingerprint(ssl.PEM_cert_to_DER_cert(chain[0])))
+    der = ssl.PEM_cert_to_DER_cert(chain[0])
+    sae = manager.config.sae_by_fingerprint.get(cert_fingerprint(der))
+    if sae is None and manager.config.sae_by_subject:
+        sae = manager.config.sae_by_subject.get(subject_common_name(der) or "")
     if sae is None:
         raise Unauthorized(f"the client certificate is not registered as an SAE at {manager.config.kme_id}")
     return sae

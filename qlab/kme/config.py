@@ -88,10 +88,20 @@ class KmeConfig:
     max_key_size_bits: int = 4096
     max_key_per_request: int = 128
     max_key_count: int = 1_000_000  # Status max_key_count: keys of the default size the store may hold
+    #: local SAE ID -> the subject common name of its client certificate (an alternative to ``saes``: the CA
+    #: vouches for the name, so a renewed certificate keeps working; used by network nodes' KMEs)
+    sae_subjects: dict[str, str] = field(default_factory=dict)
     sae_by_fingerprint: dict[str, str] = field(init=False, repr=False)
+    sae_by_subject: dict[str, str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.sae_by_fingerprint = {fp: sae for sae, fp in self.saes.items()}
+        self.sae_by_subject = {cn: sae for sae, cn in self.sae_subjects.items()}
+
+    @property
+    def sae_ids(self) -> set[str]:
+        """Every local SAE ID (by fingerprint or by subject)."""
+        return set(self.saes) | set(self.sae_subjects)
 
     def paired(self, local_sae: str, remote_sae: str) -> bool:
         return remote_sae in self.pairs.get(local_sae, [])

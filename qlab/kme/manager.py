@@ -148,7 +148,7 @@ class KeyManager:
 
     # -- ETSI 014 operations ------------------------------------------------------------------------------------
     def _check_pair(self, local_sae: str, remote_sae: str) -> None:
-        if local_sae not in self.config.saes:
+        if local_sae not in self.config.sae_ids:
             raise Unauthorized(f"SAE {local_sae!r} is not served by {self.config.kme_id}")
         if not self.config.paired(local_sae, remote_sae):
             raise Unauthorized(f"SAE {local_sae!r} is not allowed to share keys with SAE {remote_sae!r}")
@@ -269,7 +269,7 @@ class KeyManager:
 
     def _peer_reserve(self, m: dict[str, Any]) -> dict[str, Any]:
         master, slave = str(m["master_SAE_ID"]), str(m["slave_SAE_ID"])
-        if slave not in self.config.saes or not self.config.paired(slave, master):
+        if slave not in self.config.sae_ids or not self.config.paired(slave, master):
             return {"ok": False, "error": f"SAE {slave!r} at {self.config.kme_id} is not paired with {master!r}"}
         keys = [(str(k["key_ID"]), _ranges_from(k["ranges"])) for k in m["keys"]]
         with self._lock:

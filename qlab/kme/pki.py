@@ -130,25 +130,8 @@ def init_pki(root: str | Path, kmes: list[str], saes: list[str]) -> PkiResult:
 
 
 def names_from_network(path: str | Path) -> tuple[list[str], list[str]]:
-    """(KME names, SAE names) from a network description: every node under ``nodes`` (a mapping name ->
-    node, or a list of nodes with ``name``) is a KME named ``node.kme.kme_id`` (default: the node name) whose
-    SAEs are ``node.kme.saes`` or ``node.saes`` (a list of names or a mapping name -> certificate). Raises
-    ConfigError for an unreadable file or one without nodes."""
-    from qlab.config.yaml_lines import load_yaml_with_lines, read_text
-    from qlab.errors import ConfigError
+    """(KME IDs, SAE certificate names) from a network description's ``nodes.NAME.kme`` sections (see
+    qlab.kme.netconfig). Raises ConfigError naming file, line and key."""
+    from qlab.kme.netconfig import pki_names_from_network
 
-    p = Path(path)
-    data, _ = load_yaml_with_lines(read_text(p), str(p))
-    nodes = data.get("nodes") if isinstance(data, dict) else None
-    if isinstance(nodes, list):
-        nodes = {str(n.get("name", i)): n for i, n in enumerate(nodes) if isinstance(n, dict)}
-    if not isinstance(nodes, dict) or not nodes:
-        raise ConfigError(str(p), [(None, "nodes", "expected a mapping (or list) of nodes")])
-    kmes, saes = [], []
-    for node_name, node in nodes.items():
-        node = node if isinstance(node, dict) else {}
-        kme = node.get("kme") if isinstance(node.get("kme"), dict) else {}
-        kmes.append(str(kme.get("kme_id", node_name)))
-        for s in kme.get("saes", node.get("saes")) or []:
-            saes.append(str(s))
-    return kmes, saes
+    return pki_names_from_network(path)

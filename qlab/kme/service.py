@@ -1,6 +1,6 @@
 """One KME assembled from its configuration: key store, journal, key manager, peer link (server and client)
-and the HTTPS server. Used by ``qlab kme serve`` and the tests; a node would build the same pieces with its
-classical channel as the PeerLink."""
+and the HTTPS server. Used by ``qlab kme serve`` and the tests; a network node builds the same pieces over its
+link key store in qlab.network.kme_node (``qlab node NAME --kme``)."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     return run_node(load_network(default_network_config(args.config)), args.name, args.devices, args.peer,
-                    args.duration_s)
+                    args.duration_s, kme=args.kme)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -51,7 +51,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.duration_s <= 0:
         raise QlabError(f"--duration-s must be positive (got {args.duration_s})")
     result = run_demo(default_network_config(args.config), args.duration_s, args.workdir,
-                      print_fn=(lambda *_: None) if args.json else print)
+                      print_fn=(lambda *_: None) if args.json else print, kme=not args.no_kme)
     if args.json:
         print(json.dumps(result, default=str))
     else:
@@ -78,6 +78,7 @@ def register(sub: Any) -> None:
     d.add_argument("--duration-s", type=float, default=60.0)
     d.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     d.add_argument("--workdir", help="keep data and logs here (default: a temporary directory)")
+    d.add_argument("--no-kme", action="store_true", help="do not serve the nodes' KMEs (ETSI GS QKD 014)")
     d.set_defaults(fn=cmd_demo)
     n = sub.add_parser("node", help="run one network node (its own instruments, key store and link)")
     _common(n)
@@ -86,6 +87,9 @@ def register(sub: Any) -> None:
     n.add_argument("--peer", metavar="HOST:PORT", help="connect to the peer here instead of its endpoint "
                                                        "(e.g. through a proxy)")
     n.add_argument("--duration-s", type=float, help="stop after N seconds (default: until SIGTERM)")
+    n.add_argument("--kme", nargs="?", const="", metavar="HOST:PORT",
+                   help="serve the node's ETSI GS QKD 014 KME (mutual TLS) here; without a value at its "
+                        "kme.listen address")
     n.set_defaults(fn=cmd_node)
 
 

@@ -22,6 +22,7 @@ from qlab.catalogue import DRIVERS
 from qlab.config.loader import LoadedConfig, _describe, load_config
 from qlab.config.yaml_lines import KeyPath, format_path, line_of, load_yaml_with_lines, read_text
 from qlab.errors import ConfigError
+from qlab.kme.netconfig import KmeNodeSection
 
 DEFAULT_NETWORK_CONFIG = "network.yaml"
 EMULATED = "emulated"  # backend value: the address comes from the emulator's address file
@@ -86,6 +87,7 @@ class NodeSection(_Strict):
     role: Literal["alice", "bob"]  # the party name of the node's detectors' roles (alice.H, ...)
     endpoint: str = Field(pattern=r"^[^:\s]+:\d{1,5}$")  # host:port of the node's classical channel
     instruments: dict[str, Any]
+    kme: KmeNodeSection | None = None  # the node's ETSI GS QKD 014 key manager (qlab.kme.netconfig)
 
 
 class NetworkConfig(_Strict):
@@ -215,6 +217,7 @@ def _check_semantics(desc: NetworkDescription, problems: list) -> None:
                                                           "serves them all)")
             owner[name] = node
         _check_node_lab(desc, node, add, problems)
+    _check_kme(desc, add)
 
 
 def _check_node_lab(desc: NetworkDescription, node: str, add: Any, problems: list) -> None:
@@ -245,3 +248,43 @@ def _check_node_lab(desc: NetworkDescription, node: str, add: Any, problems: lis
     missing = sorted({f"{sec.role}.{p}" for p in "HVDA"} - have)
     if missing:
         add(base, f"BBM92 with passive basis choice needs detectors for {missing}")
+
+
+def _check_kme(desc: NetworkDescription, add: Any) -> None:
+    """The nodes' KME sections agree: both or neither, opposite allocation ends, distinct endpoints and SAE
+    IDs, pairs naming SAEs of the peer node's KME."""
+    cfg = desc.config
+    secs = {n: s.kme for n, s in cfg.nodes.items() if s.kme is not None}
+    if not secs:
+        return
+    if len(secs) != len(cfg.nodes):
+        missing = sorted(set(cfg.nodes) - set(secs))
+        add(("nodes", missing[0]), "every node of the link needs a 'kme:' section when one node has one")
+        return
+    seen_ep: dict[str, str] = {cfg.nodes[n].endpoint: n for n in cfg.nodes}
+    seen_sae: dict[str, str] = {}
+    for node, k in secs.items():
+        for key in ("listen", "peer_listen"):
+            ep = getattr(k, key)
+            if ep in seen_ep:
+                add(("nodes", node, "kme", key), f"{ep} is already used by {seen_ep[ep]}")
+            seen_ep[ep] = f"{node}.kme.{key}"
+        for sae in k.saes:
+            if sae in seen_sae:
+                add(("nodes", node, "kme", "saes", sae), f"SAE ID already served by node {seen_sae[sae]}")
+            seen_sae[sae] = node
+        peer = desc.peer_of(node) if len(cfg.links) == 1 else None
+        if peer in secs:
+            for sae, remotes in (k.pairs or {}).items():
+                if sae not in k.saes:
+                    add(("nodes", node, "kme", "pairs", sae), "not an SAE listed under this node's kme.saes")
+                for r in remotes:
+                    if r not in secs[peer].saes:
+                        add(("nodes", node, "kme", "pairs", sae), f"{r!r} is not an SAE of node {peer}'s KME")
+    ends = {n: k.resolved_from_end(cfg.nodes[n].role) for n, k in secs.items()}
+    if len(set(ends.values())) != len(ends):
+        add(("nodes", next(iter(secs)), "kme", "allocate_from_end"),
+            "the two KMEs of a link must allocate key from opposite ends (allocate_from_end true on exactly one)")
+    ids = [k.resolved_id(n) for n, k in secs.items()]
+    if len(set(ids)) != len(ids):
+        add(("nodes", next(iter(secs)), "kme", "kme_id"), f"KME IDs must differ; got {ids}")

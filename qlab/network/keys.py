@@ -11,7 +11,10 @@ A block is committed by the BBM92 parties only after both confirmed, but the las
 session: each side lists its unpaired blocks, the peer answers which of them it holds, and a side keeps
 (marks ``paired``) exactly the blocks the peer holds and drops the others. A side only drops a block the
 peer does not hold, and block numbers are never reused, so a block held by both is never dropped.
-Only ``paired`` blocks may be delivered to applications (the hook for a key manager: ``blocks()``).
+Only ``paired`` blocks may be delivered to applications (the hook for a key manager: ``blocks()``,
+``paired_ids()``, ``read_ranges()``; qlab.network.kme_node serves them). The store holds net key only: the
+Wegman–Carter pad refills a block pays for are cut from the key's head before it reaches ``commit``
+(``refills`` just records their size), so no authentication bit is ever in the deliverable ranges.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qlab.qkd.keystore import KeyStore
+from qlab.qkd.keystore import KeyRange, KeyStore
 from qlab.storage.secret import open_secret_append, secret_dir, write_secret_atomic
 
 ID_PREFIX = b"QLNETBLK"
@@ -121,6 +124,7 @@ class LinkKeyStore:
                 out += data[i:end]
             i = end
         write_secret_atomic(self.keys.path, bytes(out))
+        self.keys.reindex()  # block positions moved: a key manager reading this store must not use stale ones
 
     # -- API ----------------------------------------------------------------------------------------------------
     @property
@@ -180,6 +184,17 @@ class LinkKeyStore:
         """Committed blocks in order (``paired``: deliverable to applications)."""
         with self._lock:
             return [BlockInfo(b, n, b in self.paired) for b, n in sorted(self.committed.items())]
+
+    def paired_ids(self) -> set[bytes]:
+        """Key-store block IDs of the paired blocks (the only deliverable ones)."""
+        with self._lock:
+            return {block_key_id(b) for b in self.paired if b in self.committed}
+
+    def read_ranges(self, ranges: list[KeyRange]) -> np.ndarray:
+        """Bits of key-store ranges, under the store's lock (a concurrent drop rewrites the key file).
+        Raises KeyError / RangeUnavailable (qlab.qkd.keystore) for a range the store does not hold."""
+        with self._lock:
+            return self.keys.read_ranges(ranges)
 
     def read_keys(self) -> dict[int, np.ndarray]:
         """block -> key bits of every block held (secret: never log these)."""

@@ -54,6 +54,8 @@ def prepare_config(config: str | Path, workdir: Path, overrides: dict[str, Any] 
     data.setdefault("network", {})["data_dir"] = str(workdir / "data")
     for node in data["nodes"].values():
         node["endpoint"] = f"127.0.0.1:{free_port()}"
+        if isinstance(node.get("kme"), dict):  # the node's KME: HTTPS and KME-link ports
+            node["kme"].update(listen=f"127.0.0.1:{free_port()}", peer_listen=f"127.0.0.1:{free_port()}")
     for section, values in (overrides or {}).items():
         data.setdefault(section, {}).update(values)
     out = workdir / "network.yaml"
@@ -95,10 +97,13 @@ class NetworkProcesses:
             time.sleep(0.1)
         return json.loads(self.emu_json.read_text())
 
-    def start_node(self, name: str, peer: str | None = None) -> subprocess.Popen:
+    def start_node(self, name: str, peer: str | None = None, kme: bool = False) -> subprocess.Popen:
+        """``kme``: the node also serves its KME (``--kme``, at its kme.listen address)."""
         args = ["node", name, "--config", str(self.config), "--devices", str(self.emu_json)]
         if peer:
             args += ["--peer", peer]
+        if kme:
+            args += ["--kme"]
         (self.node_dir(name) / "status.json").unlink(missing_ok=True)
         return self._spawn(name, args)
 
@@ -179,8 +184,9 @@ def compare_stores(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> dict[s
 
 
 def run_demo(config: str | Path, duration_s: float = 60.0, workdir: str | Path | None = None,
-             overrides: dict[str, Any] | None = None, print_fn: Any = print) -> dict[str, Any]:
-    """Emulator + both nodes for ``duration_s``; returns the summary (see ``qlab network demo``)."""
+             overrides: dict[str, Any] | None = None, print_fn: Any = print, kme: bool = True) -> dict[str, Any]:
+    """Emulator + both nodes for ``duration_s``; returns the summary (see ``qlab network demo``). ``kme``:
+    each node with a ``kme:`` section also serves its KME (the PKI is created under the data directory)."""
     from qlab.network.emulator import pair_offset_ps  # the launcher may know the truth; nodes never do
 
     tmp = None
@@ -193,11 +199,19 @@ def run_demo(config: str | Path, duration_s: float = 60.0, workdir: str | Path |
         cfg = prepare_config(config, work, overrides)
         with NetworkProcesses(cfg, work) as net:
             desc = net.desc
+            kme = kme and all(s.kme is not None for s in desc.config.nodes.values())
+            if kme:
+                from qlab.network.kme_node import ensure_pki
+
+                print_fn(f"KME certificates in {ensure_pki(desc)}")
             emu = net.start_emulator()
             names = list(desc.config.nodes)
             t0 = time.time()
             for n in names:
-                net.start_node(n)
+                net.start_node(n, kme=kme)
+            if kme:
+                print_fn("KMEs (ETSI GS QKD 014, mutual TLS): " + ", ".join(
+                    f"{n} https://{desc.config.nodes[n].kme.listen}/api/v1/keys" for n in names))
             print_fn(f"emulator and nodes {names} running for {duration_s:g} s (logs in {work})")
             deadline = time.monotonic() + duration_s
             while time.monotonic() < deadline:

@@ -69,6 +69,10 @@ def provision_pair_keys(keys_dir: Path, mode: str) -> tuple[Any, Any]:
 
 
 class Node:
+    #: ``qlab node --kme HOST:PORT``: serve the node's ETSI GS QKD 014 KME there ("" = the kme section's listen)
+    kme_listen: str | None = None
+    kme: Any = None  # the running qlab.network.kme_node.NodeKme
+
     def __init__(self, desc: NetworkDescription, name: str, backends: dict[str, str] | None = None,
                  peer_address: str | None = None, data_dir: str | Path | None = None):
         if name not in desc.config.nodes:
@@ -275,6 +279,19 @@ class Node:
         tmp.write_text(json.dumps(self.status(), default=str))
         tmp.replace(path)
 
+    # -- key delivery (ETSI GS QKD 014) ------------------------------------------------------------------------
+    def _start_kme(self) -> None:
+        if self.kme_listen is None:
+            return
+        from qlab.network.kme_node import NodeKme
+
+        self.kme = NodeKme(self.desc, self.name, self.store, self.kme_listen or None).start()
+        self.emit("kme", {"kme_id": self.kme.config.kme_id, "url": self.kme.url})
+
+    def _stop_kme(self) -> None:
+        if self.kme is not None:
+            self.kme.stop()
+
     # -- lifecycle -----------------------------------------------------------------------------------------------
     def run(self, duration_s: float | None = None) -> dict[str, Any]:
         """Open the instruments, run the link until stopped (SIGTERM/SIGINT, ``stop_event``, ``duration_s``)."""
@@ -294,11 +311,13 @@ class Node:
             t.start()
         deadline = None if duration_s is None else time.monotonic() + duration_s
         try:
+            self._start_kme()
             while not self.stop_event.wait(1.0):
                 self.write_status()
                 if deadline is not None and time.monotonic() > deadline:
                     break
         finally:
+            self._stop_kme()
             self.stop_event.set()
             sock = self._current_sock
             if sock is not None:
@@ -318,8 +337,9 @@ class Node:
 
 def run_node(desc: NetworkDescription, name: str, devices_json: str | Path | None = None,
              peer_address: str | None = None, duration_s: float | None = None,
-             data_dir: str | Path | None = None) -> int:
-    """``qlab node NAME``: run until SIGTERM/SIGINT or ``duration_s``. Raises QlabError on bad input."""
+             data_dir: str | Path | None = None, kme: str | None = None) -> int:
+    """``qlab node NAME``: run until SIGTERM/SIGINT or ``duration_s``; ``kme``: serve the node's KME at this
+    HOST:PORT ("" = its ``kme.listen``). Raises QlabError on bad input."""
     backends: dict[str, str] = {}
     if devices_json is not None:
         try:
@@ -328,6 +348,11 @@ def run_node(desc: NetworkDescription, name: str, devices_json: str | Path | Non
             raise QlabError(f"{devices_json}: not an emulator address file ({exc})") from None
         backends = {k: (v["backend"] if isinstance(v, dict) else v) for k, v in backends.items()}
     node = Node(desc, name, backends, peer_address, data_dir)
+    if kme is not None:
+        from qlab.network.kme_node import node_kme_config
+
+        node_kme_config(desc, name, node.store.dir, kme or None)  # missing section or certificates: fail now
+        node.kme_listen = kme
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: node.stop_event.set())
     status = node.run(duration_s)

@@ -217,16 +217,23 @@ class KeyStore:
             free.append((pos, info.nbits))
         return free
 
-    def free_ranges(self) -> list[KeyRange]:
-        """Every free range, block by block in store order."""
+    def free_ranges(self, only: set[bytes] | None = None) -> list[KeyRange]:
+        """Every free range, block by block in store order (of the blocks in ``only``, if given)."""
         with self._lock:
             self._scan()
             self._scan_used()
-            return [KeyRange(b, a, e - a) for b in self._order for a, e in self._free_intervals(self._blocks[b])]
+            return [KeyRange(b, a, e - a) for b in self._order if only is None or b in only
+                    for a, e in self._free_intervals(self._blocks[b])]
 
-    def free_bits(self) -> int:
-        """Bits not yet used for anything."""
-        return sum(r.length for r in self.free_ranges())
+    def free_bits(self, only: set[bytes] | None = None) -> int:
+        """Bits not yet used for anything (in the blocks of ``only``, if given)."""
+        return sum(r.length for r in self.free_ranges(only))
+
+    def reindex(self) -> None:
+        """Forget the block index: the key file was rewritten in place (a node's key store drops a block held
+        on one side only by rewriting the file), so block positions must be read afresh."""
+        with self._lock:
+            self._blocks, self._order, self._scanned = {}, [], 0
 
     def used_ranges(self, block_id: bytes) -> list[KeyRange]:
         """Used ranges of one block as recorded (possibly adjacent), sorted by offset."""
@@ -259,11 +266,12 @@ class KeyStore:
         self._used_scanned = os.fstat(fd).st_size
 
     def allocate(self, sizes: list[int], purpose: int, tags: list[bytes] | None = None,
-                 from_end: bool = False) -> list[list[KeyRange]]:
+                 from_end: bool = False, only: set[bytes] | None = None) -> list[list[KeyRange]]:
         """Take ``sizes[i]`` free bits for each request i (ranges may span blocks), record them as used
         (durably, one fsync) and return each request's ranges in bit order. ``from_end`` takes the newest
         blocks' last bits first (the two KMEs of a link allocate from opposite ends so they rarely collide).
-        ``tags`` (≤ 16 bytes each) are stored with the ranges. Raises InsufficientKey (nothing recorded)."""
+        ``tags`` (≤ 16 bytes each) are stored with the ranges; ``only``: take bits from these blocks only
+        (e.g. those both nodes are known to hold). Raises InsufficientKey (nothing recorded)."""
         tags = tags or [b""] * len(sizes)
         with self._lock:
             self._scan()
@@ -272,6 +280,8 @@ class KeyStore:
                 pool: list[KeyRange] = []
                 order = reversed(self._order) if from_end else self._order
                 for b in order:
+                    if only is not None and b not in only:
+                        continue
                     free = self._free_intervals(self._blocks[b])
                     pool += [KeyRange(b, a, e - a) for a, e in (reversed(free) if from_end else free)]
                 need = sum(sizes)
