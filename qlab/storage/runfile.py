@@ -217,13 +217,17 @@ class RunFile:
             self._pend_t[i].append(np.asarray(chunk.timestamps, np.int64))
             self._pend_c[i].append(np.asarray(chunk.channels, np.int16))
             self._write_whole_chunks(i)
+        self._account(i, chunk)
+        self._flush(force=flush)
+
+    def _account(self, i: int, chunk: TagChunk) -> None:
+        """A chunk's overflow gaps and duration (recorded whether or not its tags are)."""
         if len(chunk.gaps):
             g = self._gaps[i]
             old = g.shape[0]
             g.resize((old + len(chunk.gaps), 2))
             g[old:] = chunk.gaps
         self._duration[i] = self._duration[i] + chunk.duration_s
-        self._flush(force=flush)
 
     def _write_whole_chunks(self, i: int) -> None:
         pending = sum(a.size for a in self._pend_t[i])
@@ -282,12 +286,7 @@ class RunFile:
         """Account for a secret chunk without recording its tags: duration and overflow gaps are kept (they
         say nothing about the key), the tags are only counted (``/user/qlab/withheld_tags``)."""
         i = tagger if isinstance(tagger, int) else self.taggers.index(tagger)
-        if len(chunk.gaps):
-            g = self._gaps[i]
-            old = g.shape[0]
-            g.resize((old + len(chunk.gaps), 2))
-            g[old:] = chunk.gaps
-        self._duration[i] = self._duration[i] + chunk.duration_s
+        self._account(i, chunk)
         self._withheld[i] = self._withheld[i] + len(chunk)
         self._flush(force=flush)
 
