@@ -144,7 +144,7 @@ class _PtuSource:
     def __init__(self, path: str, n: int, chunk_offset_units: int, chunk_start: int):
         import ptufile
 
-        from qlab.storage.ptu import REC_HYDRAHARP1_T2, REC_PICOHARP_T2, read_ptu_header
+        from qlab.storage.ptu import REC_HYDRAHARP1_T2, REC_PICOHARP_T2, T2_TYPES, read_ptu_header
 
         self.path = path
         self.header = read_ptu_header(path)
@@ -155,6 +155,10 @@ class _PtuSource:
             self.ptu = ptufile.PtuFile(path)
         except Exception as exc:  # noqa: BLE001 - ptufile raises several types for bad files
             raise FileFormatError(path, f"not a readable PTU file: {exc}") from None
+        if self.ptu.is_t3 or int(self.ptu.record_type) not in T2_TYPES:
+            self.ptu.close()
+            raise FileFormatError(path, f"record type {self.ptu.record_type!r} is not a T2 record type; qlab "
+                                        "imports T2 time-tag files")
         self.one_per_record = self.header.record_type == REC_HYDRAHARP1_T2
         self.picoharp = self.header.record_type == REC_PICOHARP_T2
         self.res_ps = self.header.resolution_s / 1e-12
@@ -296,7 +300,17 @@ def _chunk_spans(src: _H5Source, i0: int, i1: int, t: np.ndarray, j0: int) -> li
 
 def run_segment(task: SegmentTask) -> SegmentCounts:
     """Analyse one segment of a file (runs on any worker that sees ``task.path``). Raises FileFormatError
-    for damaged data."""
+    naming the file for damaged data, as the serial readers do."""
+    try:
+        return _run_segment(task)
+    except FileFormatError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - h5py, ptufile and NumPy raise many types on damaged files
+        what = "PTU records" if task.kind == "ptu" else "tag data"
+        raise FileFormatError(task.path, f"damaged {what}: {type(exc).__name__}: {exc}") from None
+
+
+def _run_segment(task: SegmentTask) -> SegmentCounts:
     spec = task.spec
     fwd = spec.nfold_margin_ps()
     if task.kind == "h5":
