@@ -8,12 +8,11 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
-from test_parallel_analysis import ROLES, _same, pair_stream  # noqa: E402
-
 from qlab.analysis.offline import analyze_file, analyze_files  # noqa: E402
 from qlab.storage.ptu import write_ptu_t2  # noqa: E402
 from qlab.storage.runfile import RunFile  # noqa: E402
 from qlab.types import TagChunk  # noqa: E402
+from tests.test_parallel_analysis import ROLES, _same, pair_stream  # noqa: E402
 
 
 @pytest.fixture(scope="module")

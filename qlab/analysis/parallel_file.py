@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from qlab.errors import FileFormatError
+from qlab.stream.kernels import channel_histogram
 from qlab.stream.parallel import CountSpec, count_segment
 
 READ_CHUNK = 1 << 22  # tags (HDF5) / records (PTU) per chunk of the serial readers (RunReader, iter_ptu_t2)
@@ -130,10 +131,10 @@ class _H5Source:
         a, b = max(a, 0), min(b, self.n)
         if b <= a:
             return np.zeros(0, np.int64), np.zeros(0, np.int16)
-        t = self.ts[a:b].astype(np.int64)
+        t = self.ts[a:b].astype(np.int64, copy=False)
         if self.scale != 1.0:
             t = np.round(t * self.scale).astype(np.int64)
-        c = self.det[a:b].astype(np.int16) if self.det is not None else np.zeros(t.size, np.int16)
+        c = self.det[a:b].astype(np.int16, copy=False) if self.det is not None else np.zeros(t.size, np.int16)
         return t, c
 
 
@@ -163,6 +164,7 @@ class _PtuSource:
         self.picoharp = self.header.record_type == REC_PICOHARP_T2
         self.res_ps = self.header.resolution_s / 1e-12
         self._known = (chunk_start, chunk_offset_units)  # (record index, overflow units before it)
+        self.segment_last_record = -1
 
     def close(self) -> None:
         self.ptu.close()
@@ -185,38 +187,53 @@ class _PtuSource:
         times = dec["time"].astype(np.int64) + self.offset_at(a)
         photons = dec["channel"] >= 0
         t = np.round(times[photons] * self.res_ps).astype(np.int64)
-        self.last_record = a + int(np.flatnonzero(photons)[-1]) if photons.any() else -1
+        self._read_records = a + np.flatnonzero(photons)  # record index of every photon read
         return t, dec["channel"][photons].astype(np.int16)
+
+    def photons_in(self, a: int, b: int) -> int:
+        """Photons among records [a, b) of the last ``read`` (which covered them); also notes the record of
+        the last one for the duration bookkeeping."""
+        r = self._read_records
+        lo, hi = int(np.searchsorted(r, a, "left")), int(np.searchsorted(r, b, "left"))
+        if hi > lo:
+            self.segment_last_record = int(r[hi - 1])
+        return hi - lo
 
 
 def _with_context(src: Any, i0: int, i1: int, back_ps: int, fwd_ps: int
                   ) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Tags of indices [i0, i1) with every tag within ``back_ps`` before and ``fwd_ps`` after them; returns
-    (t, c, local start, local stop of the segment's tags). Context is read in doubling steps from
-    _CONTEXT_READ indices, so a sparse neighbourhood costs a few small reads, never the whole file."""
-    t, c = src.read(i0, i1)
-    src.segment_last_record = getattr(src, "last_record", -1)  # PTU: record of the segment's last photon
-    if not t.size:
-        return t, c, 0, 0
-    first, last = int(t[0]), int(t[-1])
-    before_t, before_c, after_t, after_c = [], [], [], []
-    lo, step = i0, _CONTEXT_READ
-    while lo > 0 and (not before_t or before_t[0].size == 0 or int(before_t[0][0]) >= first - back_ps):
+    (t, c, local start, local stop of the segment's tags). One read covers the segment and _CONTEXT_READ
+    indices on each side that is needed; when that is not enough, more is read in doubling steps, so a
+    sparse neighbourhood costs a few small reads, never the whole file."""
+    lo = max(0, i0 - _CONTEXT_READ)
+    hi = min(src.n, i1 + _CONTEXT_READ) if fwd_ps > 0 else i1
+    t, c = src.read(lo, hi)
+    n_before = _count_from(src, lo, i0)
+    n_seg = _count_from(src, i0, i1)
+    if n_seg == 0:
+        return t[:0], c[:0], 0, 0
+    first, last = int(t[n_before]), int(t[n_before + n_seg - 1])
+    step = 2 * _CONTEXT_READ
+    while lo > 0 and (n_before == 0 or int(t[0]) >= first - back_ps):
         new_lo = max(0, lo - step)
         bt, bc = src.read(new_lo, lo)
-        before_t.insert(0, bt)
-        before_c.insert(0, bc)
+        t, c = np.concatenate([bt, t]), np.concatenate([bc, c])
+        n_before += bt.size
         lo, step = new_lo, step * 2
-    hi, step = i1, _CONTEXT_READ
-    while fwd_ps > 0 and hi < src.n and (not after_t or after_t[-1].size == 0
-                                          or int(after_t[-1][-1]) <= last + fwd_ps):
+    step = 2 * _CONTEXT_READ
+    while fwd_ps > 0 and hi < src.n and (t.size == n_before + n_seg or int(t[-1]) <= last + fwd_ps):
         new_hi = min(src.n, hi + step)
         ft, fc = src.read(hi, new_hi)
-        after_t.append(ft)
-        after_c.append(fc)
+        t, c = np.concatenate([t, ft]), np.concatenate([c, fc])
         hi, step = new_hi, step * 2
-    nb = sum(x.size for x in before_t)
-    return (np.concatenate([*before_t, t, *after_t]), np.concatenate([*before_c, c, *after_c]), nb, nb + t.size)
+    return t, c, n_before, n_before + n_seg
+
+
+def _count_from(src: Any, a: int, b: int) -> int:
+    """Tags among indices [a, b) of the last read: all of them for a tag file; PTU records hold overflows
+    too, so the PTU source says how many photons each sub-range of its last read held."""
+    return b - a if not hasattr(src, "photons_in") else src.photons_in(a, b)
 
 
 # ------------------------------------------------------------------------------------------ segment work
@@ -241,7 +258,7 @@ def count_tags(spec: AnalysisSpec, t: np.ndarray, c: np.ndarray, j0: int, j1: in
         return out
     res = count_segment(spec.count_spec, t, c, j0, j1, gaps)
     out.singles, out.coincidences, out.accidentals = res.singles, res.coincidences, res.accidentals
-    out.channel_events = np.bincount(c[j0:j1].astype(np.int64) + 256, minlength=512)[:512]
+    channel_histogram(c[j0:j1], out.channel_events)
     out.tags = j1 - j0
     for gi, group in enumerate(spec.nfold_groups):
         out.nfold[gi] = _nfold_anchors(spec, group, t, c, j0, j1)
@@ -352,18 +369,22 @@ def ptu_overflow_units(path: str, a: int, b: int) -> int:
 Mapper = Callable[[Callable[[Any], Any], list[Any]], list[Any]]
 
 
-def local_mapper(workers: int) -> Mapper:
+def local_mapper(workers: int, start_method: str | None = None) -> Mapper:
     """Run tasks in ``workers`` local processes (in this process for 1). Processes, not threads: HDF5 and
-    h5py serialise every read behind one lock, and reading is most of the work."""
+    h5py serialise every read behind one lock, and reading is most of the work. ``start_method``: a
+    multiprocessing start method; default fork in a single-threaded process, else forkserver."""
     def run(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
         if workers <= 1 or len(items) <= 1:
             return [fn(x) for x in items]
         import multiprocessing
+        import threading
         from concurrent.futures import ProcessPoolExecutor
 
-        # forkserver: a clean child even when the caller holds threads or open HDF5 files
-        with ProcessPoolExecutor(min(workers, len(items)),
-                                 mp_context=multiprocessing.get_context("forkserver")) as pool:
+        # fork starts a worker in milliseconds with everything imported and compiled; a process with other
+        # threads (GUI, servers) may hold locks a forked child would inherit held, so it gets forkserver
+        # (about a second per worker to import qlab and load the compiled kernels).
+        method = start_method or ("fork" if threading.active_count() == 1 and os.name == "posix" else "forkserver")
+        with ProcessPoolExecutor(min(workers, len(items)), mp_context=multiprocessing.get_context(method)) as pool:
             return list(pool.map(fn, items))
     return run
 

@@ -179,6 +179,14 @@ def count_chunk_offset(tail_t, tail_c, t, c, lut, delay, half, acc_off, near_sca
 
 
 @nb.njit(cache=True, nogil=True)
+def channel_histogram(c, counts):
+    """counts[ch + LUT_OFFSET] += events of every channel ch in ``c`` (int16, -256..255); ``counts`` has
+    LUT_SIZE entries."""
+    for j in range(c.size):
+        counts[c[j] + LUT_OFFSET] += 1
+
+
+@nb.njit(cache=True, nogil=True)
 def coincidence_events(tail_t, tail_c, t, c, lut, delay, half, scan, out_t, out_a, out_b):
     """Write every coincident pair of chunk (t, c) (and with the tail) as (time of the earlier corrected
     tag, dense index a, dense index b) with a <= b. Returns the number written, or -1 if out is too small."""
