@@ -215,7 +215,7 @@ def bench_analysis(quick: bool) -> dict[str, float]:
     spec = AnalysisSpec(channels, 2000, tuple((c, 1000 * c) for c in channels), 50_000)
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "analysis.h5")
-        n = write_repeated_run_file(path, 8_000_000 if quick else 30_000_000)
+        n = write_repeated_run_file(path, 10_000_000 if quick else 100_000_000)
         count_file(path, spec, local_mapper(1))  # compile, warm the page cache
         dt = {w: _best(lambda w=w: count_file(path, spec, local_mapper(w, "fork")), 3) for w in (1, 2)}
     return {"analysis_workers_1_mtags_s": n / dt[1] / 1e6, "analysis_workers_2_mtags_s": n / dt[2] / 1e6,

@@ -96,8 +96,9 @@ class SegmentCounts:
 
 @dataclass(frozen=True)
 class SegmentTask:
-    """One unit of work: analyse indices [i0, i1) of ``path`` (tags of an HDF5 file, records of a PTU).
-    ``ptu_offset_units``: overflow time units before record i0 (PTU only, from ``ptu_overflow_units``)."""
+    """One unit of work: analyse indices [i0, i1) of ``path`` (tags of an HDF5 file, records of a PTU) in
+    segments of ``segment`` indices, opening the file once. ``ptu_offset_units``: overflow time units before
+    the reader chunk holding record i0 (PTU only, from ``ptu_overflow_units``)."""
 
     path: str
     kind: str  # "h5" or "ptu"
@@ -106,6 +107,7 @@ class SegmentTask:
     n: int  # tags / records in the file (PTU: those analysed)
     spec: AnalysisSpec
     ptu_offset_units: int = 0
+    segment: int = DEFAULT_SEGMENT
 
 
 # ----------------------------------------------------------------------------------------------- sources
@@ -183,8 +185,13 @@ class _PtuSource:
         a, b = max(a, 0), min(b, self.n)
         if b <= a:
             return np.zeros(0, np.int64), np.zeros(0, np.int16)
-        dec = self.ptu.decode_records(np.ascontiguousarray(self.records[a:b]))
-        times = dec["time"].astype(np.int64) + self.offset_at(a)
+        recs = np.ascontiguousarray(self.records[a:b])
+        dec = self.ptu.decode_records(recs)
+        off = self.offset_at(a)
+        times = dec["time"].astype(np.int64) + off
+        from qlab.storage.ptu import _overflow_units
+
+        self._known = (b, off + _overflow_units(recs, self.one_per_record, self.picoharp))  # later reads start here
         photons = dec["channel"] >= 0
         t = np.round(times[photons] * self.res_ps).astype(np.int64)
         self._read_records = a + np.flatnonzero(photons)  # record index of every photon read
@@ -332,23 +339,23 @@ def _run_segment(task: SegmentTask) -> SegmentCounts:
     fwd = spec.nfold_margin_ps()
     if task.kind == "h5":
         src: Any = _H5Source(task.path)
-        try:
-            t, c, j0, j1 = _with_context(src, task.i0, task.i1, spec.back_ps(), fwd)
-            out = count_tags(spec, t, c, j0, j1, src.gaps)
-            out.chunk_spans = _chunk_spans(src, task.i0, task.i1, t, j0) if j1 > j0 else []
-        finally:
-            src.close()
-        return out
-    chunk_start = (task.i0 // READ_CHUNK) * READ_CHUNK
-    src = _PtuSource(task.path, task.n, task.ptu_offset_units, chunk_start)
+        gaps = src.gaps
+    else:
+        src = _PtuSource(task.path, task.n, task.ptu_offset_units, (task.i0 // READ_CHUNK) * READ_CHUNK)
+        gaps = np.zeros((0, 2), np.int64)
+    total = _empty_counts(spec)
     try:
-        t, c, j0, j1 = _with_context(src, task.i0, task.i1, spec.back_ps(), fwd)
-        out = count_tags(spec, t, c, j0, j1, np.zeros((0, 2), np.int64))
-        if j1 > j0:
-            out.last_photon = (src.segment_last_record, int(t[j1 - 1]))
+        for a, b in plan_segments(task.i1, task.segment, start=task.i0):
+            t, c, j0, j1 = _with_context(src, a, b, spec.back_ps(), fwd)
+            out = count_tags(spec, t, c, j0, j1, gaps)
+            if task.kind == "h5" and j1 > j0:
+                out.chunk_spans = _chunk_spans(src, a, b, t, j0)
+            elif j1 > j0:
+                out.last_photon = (src.segment_last_record, int(t[j1 - 1]))
+            total = total + out
     finally:
         src.close()
-    return out
+    return total
 
 
 def ptu_overflow_units(path: str, a: int, b: int) -> int:
@@ -386,6 +393,7 @@ def local_mapper(workers: int, start_method: str | None = None) -> Mapper:
         method = start_method or ("fork" if threading.active_count() == 1 and os.name == "posix" else "forkserver")
         with ProcessPoolExecutor(min(workers, len(items)), mp_context=multiprocessing.get_context(method)) as pool:
             return list(pool.map(fn, items))
+    run.slots = workers  # type: ignore[attr-defined]
     return run
 
 
@@ -394,6 +402,7 @@ def dask_mapper(client: Any) -> Mapper:
     def run(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
         futures = client.map(fn, items, pure=False)
         return client.gather(futures)
+    run.slots = max(1, sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values()))  # type: ignore[attr-defined]
     return run
 
 
@@ -414,11 +423,21 @@ def _ptu_records(path: str, allow_truncated: bool) -> int:
     return min(h.records_in_file, h.records_declared)
 
 
-def plan_segments(n: int, segment_tags: int) -> list[tuple[int, int]]:
-    """[i0, i1) ranges of ``segment_tags`` indices covering [0, n). Raises ValueError for a length <= 0."""
+def plan_segments(n: int, segment_tags: int, start: int = 0) -> list[tuple[int, int]]:
+    """[i0, i1) ranges of ``segment_tags`` indices covering [start, n). Raises ValueError for a length <= 0."""
     if segment_tags <= 0:
         raise ValueError(f"segment length must be positive, got {segment_tags}")
-    return [(a, min(a + segment_tags, n)) for a in range(0, n, segment_tags)]
+    return [(a, min(a + segment_tags, n)) for a in range(start, n, segment_tags)]
+
+
+def plan_tasks(n: int, segment_tags: int, slots: int) -> list[tuple[int, int]]:
+    """Task ranges: [0, n) in equal parts, two per slot (balanced even when segments do not divide evenly;
+    each task opens the file once and counts its part in segments of at most ``segment_tags``), one part
+    for one slot, never more parts than segments. Any split is exact, so parts need not align to segments."""
+    n_seg = -(-n // segment_tags) if n else 0
+    n_tasks = max(1, min(n_seg, 1 if slots <= 1 else 2 * slots))
+    edges = [n * k // n_tasks for k in range(n_tasks + 1)]
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
 
 
 @dataclass
@@ -442,8 +461,10 @@ def count_file(path: str | Path, spec: AnalysisSpec, mapper: Mapper, segment_tag
         src = _H5Source(path)
         n = src.n
         src.close()
-        ranges = plan_segments(n, seg)
-        tasks = [SegmentTask(path, kind, a, b, n, spec) for a, b in ranges]
+        if seg <= 0:
+            raise ValueError(f"segment length must be positive, got {seg}")
+        tasks = [SegmentTask(path, kind, a, b, n, spec, segment=seg)
+                 for a, b in plan_tasks(n, seg, getattr(mapper, "slots", 1))]
         parts = mapper(run_segment, tasks)
         total = _sum(parts, spec)
         duration = exposure = 0.0
@@ -455,8 +476,10 @@ def count_file(path: str | Path, spec: AnalysisSpec, mapper: Mapper, segment_tag
     chunk_ranges = plan_segments(n, READ_CHUNK)
     units = mapper(_ptu_units_task, [(path, a, b) for a, b in chunk_ranges])
     chunk_offsets = np.concatenate([[0], np.cumsum(units, dtype=np.int64)]).astype(np.int64)
-    tasks = [SegmentTask(path, kind, a, b, n, spec, int(chunk_offsets[a // READ_CHUNK]))
-             for a, b in plan_segments(n, seg)]
+    if seg <= 0:
+        raise ValueError(f"segment length must be positive, got {seg}")
+    tasks = [SegmentTask(path, kind, a, b, n, spec, int(chunk_offsets[a // READ_CHUNK]), seg)
+             for a, b in plan_tasks(n, seg, getattr(mapper, "slots", 1))]
     parts = mapper(run_segment, tasks)
     total = _sum(parts, spec)
     res_ps = _ptu_resolution_ps(path)
