@@ -3,7 +3,7 @@
 y = T x with T an (m × n) Toeplitz matrix given by n + m - 1 seed bits. Each y_i is the parity of a
 sliding window of the linear convolution seed ⊛ x, computed exactly by float FFTs (the integer
 convolution values stay far below 2^53). Long inputs go in square blocks of L bits whose spectra are summed
-per output block (``_blocked``), which bounds memory to a few FFT buffers of 3L points (~2.5 GB for 10^8
+per output block (``_blocked``), which bounds memory to a few FFT buffers of 3L points (3.7 GB peak for 10^8
 bits) at about twice the transform work of one whole-length convolution.
 """
 
@@ -15,7 +15,7 @@ from scipy import fft
 from qlab.abort import check_abort
 
 BLOCK = 1 << 24  # bits per block of the blocked path (FFT length ~3 BLOCK)
-SINGLE_SHOT_MAX = 1 << 26  # one FFT convolution up to this length (~2.5 GB of float buffers at the top end)
+SINGLE_SHOT_MAX = 1 << 26  # one FFT convolution up to this length (~3 GB of float buffers at the top end)
 
 
 def toeplitz_hash(bits: np.ndarray, seed_bits: np.ndarray, out_len: int) -> np.ndarray:
@@ -57,7 +57,10 @@ def _blocked(x: np.ndarray, s: np.ndarray, m: int, block: int) -> np.ndarray:
             seg[:] = 0.0
             if b > a:
                 seg[a - lo:b - lo] = s[a:b]
-            acc[bi] += fft.rfft(seg, size, workers=-1) * xj
+            spectrum = fft.rfft(seg, size, workers=-1)
+            spectrum *= xj  # in place: no third spectrum-sized temporary
+            acc[bi] += spectrum
+            del spectrum
     out = np.empty(m, np.uint8)
     for bi, i0 in enumerate(starts):
         check_abort()
