@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qlab.analysis.offline import analyze_file
 from qlab.analysis.parallel_file import AnalysisSpec, count_file, local_mapper
@@ -106,3 +108,28 @@ def test_ptu_segments_equal_serial(tmp_path, segment_tags) -> None:
     seg = analyze_file(path, workers=1, segment_tags=segment_tags, **kw)
     _same(serial, seg)
     assert seg["duration_s"] > 0 and sum(seg["singles"].values()) == len(chunk)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 5000), rate_ps=st.integers(200, 60_000), seed=st.integers(0, 2**32 - 1),
+       acc_off=st.sampled_from([7000, -9000, 50_000]), cut=st.integers(0, 5000))
+def test_accidentals_kernel_equals_the_full_walk(n, rate_ps, seed, acc_off, cut) -> None:
+    """The flagged-candidate kernel (blocks of FLAG_BLOCK tags) against walking every tag back the whole reach,
+    on streams long enough to span several blocks, with a chunk boundary anywhere."""
+    from qlab.stream.coincidence import CoincidenceCounter
+    from qlab.stream.kernels import count_chunk
+
+    rng = np.random.default_rng(seed)
+    t = np.cumsum(rng.exponential(rate_ps, n).astype(np.int64))
+    c = rng.integers(0, 5, n).astype(np.int16)  # channel 4 is not counted
+    channels, delays = [0, 1, 2, 3], {1: 3000, 2: -2500}
+    cc = CoincidenceCounter(channels, 1500, delays, acc_off)
+    cut = min(cut, n)
+    cc.process(TagChunk(t[:cut], c[:cut], 0, 1))
+    cc.process(TagChunk(t[cut:], c[cut:], 0, 1))
+    s, co, ac = np.zeros(4, np.int64), np.zeros((4, 4), np.int64), np.zeros((4, 4), np.int64)
+    count_chunk(np.zeros(0, np.int64), np.zeros(0, np.int16), t, c, cc.lut, cc.delay, cc.half, cc.acc_off,
+                cc.far_hi, s, co, ac)
+    assert np.array_equal(cc.total.singles, s)
+    assert np.array_equal(cc.total.coincidences, co)
+    assert np.array_equal(cc.total.accidentals, ac)
