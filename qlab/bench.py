@@ -73,7 +73,7 @@ def bench_coincidence(quick: bool) -> dict[str, float]:
     dt_np = _best(numpy_baseline)
     n = t.size
     return {"coincidence_mtags_s": n / dt / 1e6, "copy_mtags_s": n / dt_copy / 1e6,
-            "coincidence_with_accidentals_mtags_s": n / dt_acc / 1e6,
+            "coincidence_with_accidentals_mtags_s": n / dt_acc / 1e6, "coincidence_accidentals_vs_plain": dt / dt_acc,
             "coincidence_vs_copy": dt_copy / dt, "numpy_baseline_mtags_s": n / dt_np / 1e6,
             "coincidence_input_tags": n, "coincidence_rate_mcps": n / (reps * span * 1e-12) / 1e6}
 
@@ -218,14 +218,90 @@ def bench_qkd(quick: bool) -> dict[str, float]:
     return out
 
 
+def write_repeated_run_file(path: str, n_tags: int, seed: int = 7) -> int:
+    """A run file of at least ``n_tags`` tags at the lab's rates: a simulated 4 s stream repeated end to end
+    (shifted in time). Returns the number of tags written."""
+    from qlab.storage.runfile import RunFile
+    from qlab.types import TagChunk
+
+    base = simulated_stream(4.0, seed=seed)
+    span = base.t_stop_ps - base.t_start_ps
+    n = 0
+    with RunFile(path, taggers=["tagger"], procedure="bench") as rf:
+        k = 0
+        while n < n_tags:
+            t = base.timestamps + k * span
+            for s in range(0, t.size, 1 << 22):
+                rf.append_tags(TagChunk(t[s:s + (1 << 22)], base.channels[s:s + (1 << 22)], k * span + s,
+                                        k * span + s + 1), flush=False)
+            n += t.size
+            k += 1
+    return n
+
+
+def bench_analysis(quick: bool) -> dict[str, float]:
+    """File-backed segmented analysis (singles, coincidences, accidentals of 8 channels) on 1 and 2 local
+    worker processes, each run including the worker start, as `qlab analyze --workers N` does it. The CLI
+    process is single-threaded and forks its workers; this process may still hold the simulator's idle
+    generator thread, so fork is asked for explicitly to measure the same thing."""
+    from qlab.analysis.parallel_file import AnalysisSpec, count_file, local_mapper
+
+    channels = tuple(range(1, 9))
+    spec = AnalysisSpec(channels, 2000, tuple((c, 1000 * c) for c in channels), 50_000)
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "analysis.h5")
+        n = write_repeated_run_file(path, 10_000_000 if quick else 100_000_000)
+        count_file(path, spec, local_mapper(1))  # compile, warm the page cache
+        dt = {w: _best(lambda w=w: count_file(path, spec, local_mapper(w, "fork")), 3) for w in (1, 2)}
+    return {"analysis_workers_1_mtags_s": n / dt[1] / 1e6, "analysis_workers_2_mtags_s": n / dt[2] / 1e6,
+            "analysis_scaling_2_workers": dt[1] / dt[2], "analysis_input_tags": n}
+
+
+def bench_pa(quick: bool) -> dict[str, float]:
+    """Toeplitz privacy amplification of one block (10^8 bits; 10^7 with --quick) to half its length, its
+    peak memory (a forked child's maximum resident size), and one real FFT of the same length for reference."""
+    import multiprocessing
+    import resource
+
+    from scipy import fft
+
+    from qlab.qkd.toeplitz import toeplitz_hash
+
+    n = 10**7 if quick else 10**8
+    tag = f"1e{len(str(n)) - 1}"
+
+    def run(conn: Any) -> None:
+        rng = np.random.default_rng(1)
+        x = rng.integers(0, 2, n, dtype=np.uint8)
+        seed = rng.integers(0, 2, n + n // 2 - 1, dtype=np.uint8)
+        t0 = time.perf_counter()
+        toeplitz_hash(x, seed, n // 2)
+        conn.send(time.perf_counter() - t0)
+
+    ctx = multiprocessing.get_context("fork")  # a fresh child: its peak memory is the hash's
+    here, there = ctx.Pipe()
+    child = ctx.Process(target=run, args=(there,))
+    child.start()
+    dt = here.recv() if here.poll(1800) else float("nan")
+    child.join(60)
+    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9  # ru_maxrss is in KiB
+    x = np.random.default_rng(2).random(n)
+    dt_fft = _best(lambda: fft.rfft(x, workers=-1), 2)
+    return {f"pa_seconds_{tag}": dt, f"fft_seconds_{tag}": dt_fft, f"pa_vs_fft_{tag}": dt / dt_fft,
+            f"pa_peak_gb_{tag}": peak_gb}
+
+
 BENCHMARKS: dict[str, Callable[[bool], dict[str, float]]] = {
-    "coincidence": bench_coincidence, "simulator": bench_simulator, "storage": bench_storage, "qkd": bench_qkd}
+    "coincidence": bench_coincidence, "simulator": bench_simulator, "storage": bench_storage, "qkd": bench_qkd,
+    "analysis": bench_analysis, "pa": bench_pa}
 
 
 # Units and meanings of the result keys, by suffix (longest match first).
 UNITS: list[tuple[str, str]] = [
     ("_vs_copy", "× memcpy speed"), ("_mtags_s", "Mtags/s"), ("_mbit_s", "Mbit/s"), ("_kbit_s", "kbit/s"),
     ("_mcps", "Mcounts/s"), ("_bytes_per_tag", "bytes/tag"), ("_input_tags", "tags"), ("_input_bits", "bits"),
+    ("_vs_plain", "× plain path"), ("_scaling_2_workers", "× 1 worker"), ("_seconds", "s"), ("_peak_gb", "GB"),
+    ("_vs_fft", "× one FFT"),
 ]
 
 

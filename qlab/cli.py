@@ -190,26 +190,43 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workers_arg(text: str) -> int:
+    """--workers: a whole number of processes >= 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of processes, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"needs at least 1 process, got {n}")
+    return n
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from qlab.analysis.offline import analyze_file
+    from qlab.analysis.offline import analyze_files
     from qlab.cli_format import print_analysis
 
     roles = ",".join(f"{r}={c}" for r, c in args.roles.items()) if args.roles else None
-    result = analyze_file(args.file, roles=roles, window_ps=args.window_ps, find=args.find_delays,
-                          config_path=args.config, protocol=args.protocol, step=args.step, segment=args.segment,
-                          allow_truncated=args.allow_truncated)
-    if result.get("truncated"):
-        t = result["truncated"]
-        print(f"qlab analyze: WARNING: truncated file: analysed {t['records_read']} of the "
-              f"{t['records_declared']} records its header declares", file=sys.stderr)
-    if result.get("secret"):
-        print(f"qlab analyze: WARNING: {result['warning']}", file=sys.stderr)
-    for warning in result.get("warnings", []):
-        print(f"qlab analyze: warning: {warning}", file=sys.stderr)
+    campaign = analyze_files(args.file, scheduler=args.scheduler, roles=roles, window_ps=args.window_ps,
+                             find=args.find_delays, config_path=args.config, protocol=args.protocol, step=args.step,
+                             segment=args.segment, allow_truncated=args.allow_truncated, workers=args.workers)
+    for result in campaign["files"]:
+        if result.get("truncated"):
+            t = result["truncated"]
+            print(f"qlab analyze: WARNING: truncated file: analysed {t['records_read']} of the "
+                  f"{t['records_declared']} records its header declares ({result['file']})", file=sys.stderr)
+        if result.get("secret"):
+            print(f"qlab analyze: WARNING: {result['warning']}", file=sys.stderr)
+        for warning in result.get("warnings", []):
+            print(f"qlab analyze: warning: {warning}", file=sys.stderr)
+    single = len(campaign["files"]) == 1
     if args.json:
-        emit_json(result)
+        emit_json(campaign["files"][0] if single else campaign)
     else:
-        print_analysis(result)
+        for result in campaign["files"]:
+            print_analysis(result)
+        if not single:
+            print_analysis({**campaign["total"], "file": f"total of {len(campaign['files'])} files",
+                            "window_ps": campaign["files"][0]["window_ps"]})
     return 0
 
 
@@ -360,7 +377,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(r)
 
     a = add("analyze", cmd_analyze, "run the coincidence core on a stored stream (run file, Photon-HDF5, PTU)")
-    a.add_argument("file", help="run file (.h5), Photon-HDF5 file or PicoQuant PTU (T2)")
+    a.add_argument("file", nargs="+", help="run file(s) (.h5), Photon-HDF5 or PicoQuant PTU (T2); several files "
+                                           "are analysed one by one and totalled")
+    a.add_argument("--workers", type=_workers_arg, metavar="N",
+                   help="local processes counting time segments of the stream (default: every core)")
+    a.add_argument("--scheduler", metavar="tcp://HOST:8786",
+                   help="run the segments on this Dask scheduler's workers; they read the files at the same "
+                        "paths (shared storage); needs pip install 'qlab[cluster]'")
     a.add_argument("--roles", type=cli_args.roles, metavar="ROLE=CH,...",
                    help="e.g. alice.H=0,alice.V=1,...; each role and channel once; default: the config's wiring")
     a.add_argument("--window-ps", type=cli_args.window_ps, metavar="PS",

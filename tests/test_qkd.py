@@ -187,6 +187,16 @@ def test_toeplitz_matches_the_matrix_product() -> None:
         assert np.array_equal((t @ x) % 2, toeplitz_hash(x, s, m))
 
 
+def test_blocked_toeplitz_equals_single_shot() -> None:
+    from qlab.qkd.toeplitz import _blocked
+
+    rng = np.random.default_rng(3)
+    for n, m, block in ((1000, 500, 64), (999, 1000, 100), (4096, 1, 7), (5, 300, 16)):
+        x = rng.integers(0, 2, n, dtype=np.uint8)
+        s = rng.integers(0, 2, n + m - 1, dtype=np.uint8)
+        assert np.array_equal(_blocked(x, s, m, block), toeplitz_hash(x, s, m))
+
+
 def test_finite_key_formula_and_plob() -> None:
     n, k, q, leak = 10**6, 10**6, 0.02, 160_000
     # μ as the reference writes it: ln(4/ε_sec) (issue #15; it was ln(2/ε_sec)).

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from qlab.errors import FileFormatError, NotBuiltError, QlabError
-from qlab.stream.coincidence import CoincidenceCounter, NFoldCounter
+from qlab.stream.coincidence import CoincidenceCounter, CoincidenceResult, NFoldCounter
 from qlab.stream.delays import find_delays
 from qlab.types import TagChunk
 
@@ -107,7 +107,8 @@ def analyze_file(path: str | Path, roles: str | None = None, window_ps: int | No
                  find: bool = False, config_path: str | None = None, protocol: str | None = None,
                  accidentals_offset_ps: int | None = None, delay_search_tags: int = 4_000_000,
                  step: str | None = None, segment: int | None = None, allow_truncated: bool = False,
-                 check_file: bool = True) -> dict[str, Any]:
+                 check_file: bool = True, workers: int | None = None, client: Any = None,
+                 segment_tags: int | None = None, parallel: bool = True) -> dict[str, Any]:
     """Singles, coincidences, accidentals (and QBER for BBM92 roles, optionally a BBM92 key estimate) of a
     stored stream.
 
@@ -118,6 +119,12 @@ def analyze_file(path: str | Path, roles: str | None = None, window_ps: int | No
     the role mapping names channels the file has no events on (explicit ``roles``) or maps none of the
     channels that have events (photons on unmapped channels are reported in ``warnings``), AnalysisError
     when ``find`` meets a mapped channel without events.
+
+    The stream is counted in time segments (qlab.analysis.parallel_file) on ``workers`` local processes
+    (default: every core), or on the workers of a ``dask.distributed.Client`` (``client``; they read the
+    file at the same path), with results identical to the serial streaming pass (``parallel=False``) for any
+    ``segment_tags``. ``--find-delays`` runs on the first ``delay_search_tags`` tags as one task. Key
+    distillation (``protocol``) and ``step``/``segment`` selections use the serial pass.
     """
     from qlab.analysis.selection import select_tags
     from qlab.config import load_config
@@ -141,6 +148,13 @@ def analyze_file(path: str | Path, roles: str | None = None, window_ps: int | No
     window = window_ps if window_ps is not None else cfg.config.analysis.window_ps
     acc_off = accidentals_offset_ps if accidentals_offset_ps is not None else cfg.config.analysis.accidentals_offset_ps
     channels = sorted(set(role_map.values()))
+    groups = [g for g in cfg.config.analysis.nfold_groups if all(r in role_map for r in g)]
+    if parallel and protocol is None and step is None and segment is None:
+        counts, res, nfold_counts, delays = _count_in_segments(
+            path, role_map, channels, window, acc_off, groups, find, delay_search_tags, allow_truncated, workers,
+            client, segment_tags)
+        return _report(path, role_map, roles, window, channels, delays, counts, res, groups, nfold_counts,
+                       protocol, [], "", status)
     stream, closer = open_stream(path, allow_truncated)
     counts = np.zeros(512, np.int64)  # events per channel (index = channel + 256), mapped or not
     selection = ""
@@ -162,7 +176,6 @@ def analyze_file(path: str | Path, roles: str | None = None, window_ps: int | No
             delays, _ = find_delays(TagChunk.concatenate(first), channels, ref)
         int_delays = {c: int(round(d)) for c, d in delays.items()}
         counter = CoincidenceCounter(channels, window, int_delays, acc_off)
-        groups = [g for g in cfg.config.analysis.nfold_groups if all(r in role_map for r in g)]
         nfold = NFoldCounter([[role_map[r] for r in g] for g in groups], window, int_delays) if groups else None
         kept: list[TagChunk] = []  # key distillation needs the whole block (bounded by the file's size)
         for chunk in itertools.chain(first, stream):
@@ -176,14 +189,134 @@ def analyze_file(path: str | Path, roles: str | None = None, window_ps: int | No
     finally:
         if closer is not None:
             closer.close()
+    return _report(path, role_map, roles, window, channels, delays, counts, counter.total, groups,
+                   nfold.counts if nfold is not None else None, protocol, kept, selection, status)
+
+
+def analyze_files(paths: list[str | Path], scheduler: str | None = None, client: Any = None,
+                  **kw: Any) -> dict[str, Any]:
+    """A campaign: ``analyze_file`` on every path (segments of all on the same local processes, or on the Dask
+    cluster at ``scheduler`` (tcp://HOST:8786) / ``client``), with totals over the files: singles,
+    coincidences, accidentals, n-fold counts, duration, exposure and the BBM92 sifted counts and QBER from the
+    summed coincidences. Raises QlabError when Dask is needed but not installed or unreachable."""
+    own = None
+    if scheduler is not None and client is None:
+        own = client = connect_dask(scheduler)
+    try:
+        files = [analyze_file(p, client=client, **kw) for p in paths]
+    finally:
+        if own is not None:
+            own.close()
+    return {"files": files, "total": campaign_total(files)}
+
+
+def connect_dask(scheduler: str, timeout_s: float = 10.0) -> Any:
+    """A ``dask.distributed.Client`` of the scheduler at ``scheduler``. QlabError if the extra is missing or the
+    scheduler does not answer within ``timeout_s``."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise QlabError("--scheduler needs Dask: pip install 'qlab[cluster]'") from None
+    try:
+        return Client(scheduler, timeout=timeout_s)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise QlabError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({exc})") from None
+
+
+def campaign_total(files: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sums of the per-file results (counts by role / pair / group, duration, exposure) with QBER recomputed."""
+    total: dict[str, Any] = {"files": len(files), "duration_s": sum(f["duration_s"] for f in files),
+                             "exposure_s": sum(f["exposure_s"] for f in files)}
+    for key in ("singles", "coincidences", "accidentals", "nfold"):
+        acc: dict[str, int] = {}
+        for f in files:
+            for k, v in f.get(key, {}).items():
+                acc[k] = acc.get(k, 0) + int(v)
+        total[key] = acc
+    c = total["coincidences"]
+    if all(f"alice.{x}|bob.{y}" in c for x in "HVDA" for y in "HVDA"):
+        sz = sum(c[f"alice.{x}|bob.{y}"] for x in "HV" for y in "HV")
+        sx = sum(c[f"alice.{x}|bob.{y}"] for x in "DA" for y in "DA")
+        ez = c["alice.H|bob.V"] + c["alice.V|bob.H"]
+        ex = c["alice.D|bob.A"] + c["alice.A|bob.D"]
+        total["sifted"] = {"Z": sz, "X": sx}
+        total["qber"] = {"Z": ez / sz if sz else None, "X": ex / sx if sx else None}
+    return total
+
+
+def _count_in_segments(path: str | Path, role_map: dict[str, int], channels: list[int], window: int, acc_off: int,
+                       groups: list[Any], find: bool, delay_search_tags: int, allow_truncated: bool,
+                       workers: int | None, client: Any, segment_tags: int | None
+                       ) -> tuple[np.ndarray, CoincidenceResult, np.ndarray | None, dict[int, float]]:
+    """(events per channel, counts, n-fold counts, delays) of a whole file counted in segments."""
+    from qlab.analysis.parallel_file import (
+        AnalysisSpec,
+        count_file,
+        dask_mapper,
+        default_workers,
+        file_kind,
+        local_mapper,
+    )
+
+    if file_kind(path) == "h5":
+        from qlab.storage.reader import RunReader
+
+        with RunReader(path) as r:
+            if len(r.groups) > 1:
+                raise NotBuiltError("two-tagger files need clock synchronisation in qlab analyze (issue #5)")
+    mapper = dask_mapper(client) if client is not None else local_mapper(workers or default_workers())
+    delays: dict[int, float] = {ch: 0.0 for ch in channels}
+    if find:
+        ref = role_map.get("alice.H", channels[0])
+        sample_counts, sample_n, found = mapper(_delay_task, [(str(path), channels, ref, delay_search_tags,
+                                                               allow_truncated)])[0]
+        _require_event_counts(sample_counts, sample_n, role_map, path)
+        delays = found
+    int_delays = {c: int(round(d)) for c, d in delays.items()}
+    spec = AnalysisSpec(tuple(channels), int(window), tuple(sorted(int_delays.items())), int(acc_off),
+                        tuple(tuple(role_map[r] for r in g) for g in groups))
+    fc = count_file(path, spec, mapper, segment_tags, allow_truncated)
+    res = CoincidenceCounter(channels, window, int_delays, acc_off)._empty()
+    res.singles, res.coincidences, res.accidentals = fc.counts.singles, fc.counts.coincidences, fc.counts.accidentals
+    res.duration_s, res.exposure_s = fc.duration_s, fc.exposure_s
+    return fc.counts.channel_events, res, (fc.counts.nfold if groups else None), delays
+
+
+def _delay_task(item: tuple[str, list[int], int, int, bool]) -> tuple[np.ndarray, int, dict[int, float]]:
+    """--find-delays on the first ``n`` tags of a file, read as the serial pass reads them (runs on a worker).
+    Returns (events per channel of the sample, its size, delays); delays are empty when a channel has none."""
+    path, channels, ref, n_tags, allow_truncated = item
+    stream, closer = open_stream(path, allow_truncated)
+    first: list[TagChunk] = []
+    try:
+        n = 0
+        for chunk in stream:
+            first.append(chunk)
+            n += len(chunk)
+            if n >= n_tags:
+                break
+    finally:
+        if closer is not None:
+            closer.close()
+    sample = TagChunk.concatenate(first)
+    counts = np.bincount(sample.channels.astype(np.int64) + 256, minlength=512)[:512]
+    if any(counts[c + 256] == 0 for c in channels):
+        return counts, len(sample), {}
+    delays, _ = find_delays(sample, channels, ref)
+    return counts, len(sample), delays
+
+
+def _report(path: str | Path, role_map: dict[str, int], roles: str | None, window: int, channels: list[int],
+            delays: dict[int, float], counts: np.ndarray, res: Any, groups: list[Any], nfold_counts: Any,
+            protocol: str | None, kept: list[TagChunk], selection: str, status: dict[str, Any]) -> dict[str, Any]:
+    """The analysis result of one file from its totals (shared by the serial and the segmented pass)."""
     warnings = _check_mapping(counts, role_map, explicit=bool(roles), path=path)
-    res = counter.total
     by_ch = {ch: role for role, ch in role_map.items()}
     out: dict[str, Any] = {
         "file": str(path), "window_ps": window,
         "delays_ps": {str(ch): round(delays[ch], 1) for ch in channels},
         "singles": {role: res.single(ch) for role, ch in role_map.items()},
-        "nfold": {"+".join(g): int(n) for g, n in zip(groups, nfold.counts, strict=True)} if nfold else {},
+        "nfold": {"+".join(g): int(n) for g, n in zip(groups, nfold_counts, strict=True)} if groups else {},
         "coincidences": {}, "accidentals": {}, "duration_s": res.duration_s, "exposure_s": res.exposure_s,
         "roles": dict(role_map), "channel_events": _present(counts), "warnings": warnings}
     if selection:
@@ -230,14 +363,18 @@ def _present_text(counts: np.ndarray) -> str:
 
 def _require_events(sample: TagChunk | None, role_map: dict[str, int], path: str | Path) -> None:
     """--find-delays needs events on every mapped channel; AnalysisError naming the empty ones otherwise."""
-    from qlab.errors import AnalysisError
-
     counts = np.zeros(512, np.int64)
     if sample is not None and len(sample):
         counts += np.bincount(sample.channels.astype(np.int64) + 256, minlength=512)[:512]
+    _require_event_counts(counts, 0 if sample is None else len(sample), role_map, path)
+
+
+def _require_event_counts(counts: np.ndarray, n: int, role_map: dict[str, int], path: str | Path) -> None:
+    """``_require_events`` on the sample's events per channel (index channel + 256) and its size ``n``."""
+    from qlab.errors import AnalysisError
+
     empty = [f"{c} ({r})" for r, c in sorted(role_map.items(), key=lambda x: x[1]) if counts[c + 256] == 0]
     if empty:
-        n = 0 if sample is None else len(sample)
         raise AnalysisError(f"{path}: --find-delays: no events on channel(s) {', '.join(empty)} in the first "
                             f"{n:,} tags, so there is no delay to find; channels with events: "
                             f"{_present_text(counts)}; mapping used: {_mapping_text(role_map)}")

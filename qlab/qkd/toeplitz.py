@@ -2,7 +2,9 @@
 
 y = T x with T an (m × n) Toeplitz matrix given by n + m - 1 seed bits. Each y_i is the parity of a
 sliding window of the linear convolution seed ⊛ x, computed exactly by float FFTs (the integer
-convolution values stay far below 2^53) in overlap-add blocks to bound memory.
+convolution values stay far below 2^53). Long inputs go in square blocks of L bits whose spectra are summed
+per output block (``_blocked``), which bounds memory to a few FFT buffers of 3L points (3.7 GB peak for 10^8
+bits) at about twice the transform work of one whole-length convolution.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from scipy import fft
 
 from qlab.abort import check_abort
 
-BLOCK = 1 << 22
-SINGLE_SHOT_MAX = 1 << 28  # one FFT convolution up to this length (~10 GB of float buffers at the top end)
+BLOCK = 1 << 24  # bits per block of the blocked path (FFT length ~3 BLOCK)
+SINGLE_SHOT_MAX = 1 << 26  # one FFT convolution up to this length (~3 GB of float buffers at the top end)
 
 
 def toeplitz_hash(bits: np.ndarray, seed_bits: np.ndarray, out_len: int) -> np.ndarray:
@@ -32,25 +34,42 @@ def toeplitz_hash(bits: np.ndarray, seed_bits: np.ndarray, out_len: int) -> np.n
         conv = fft.irfft(fft.rfft(s.astype(np.float64), size, workers=-1)
                          * fft.rfft(x.astype(np.float64), size, workers=-1), size, workers=-1)
         return (np.rint(conv[n - 1:n - 1 + m]).astype(np.int64) & 1).astype(np.uint8)
-    out = np.zeros(m, np.int64)
-    block = min(BLOCK, max(1024, 1 << int(np.ceil(np.log2(max(n, 2))))))
-    xf = x.astype(np.float64)
+    return _blocked(x, s, m, BLOCK)
+
+
+def _blocked(x: np.ndarray, s: np.ndarray, m: int, block: int) -> np.ndarray:
+    """y = T x for long inputs: x in blocks x_j of ``block`` bits, outputs in blocks y_i of ``block`` bits.
+    y_i = sum_j seg_{i,j} ⊛ x_j (valid part), where seg_{i,j} is the 2 block - 1 seed bits those blocks
+    touch; the sum is taken over spectra, so each output block needs one inverse FFT and each x block one
+    forward FFT, and only the ceil(m / block) accumulated spectra stay in memory."""
+    n = x.size
+    size = fft.next_fast_len(3 * block - 2, real=True)  # linear convolution of 2 block - 1 and block points
+    starts = range(0, m, block)
+    acc = [np.zeros(size // 2 + 1, np.complex128) for _ in starts]
+    seg = np.zeros(2 * block - 1, np.float64)
     for j0 in range(0, n, block):
         check_abort()  # long hashes stop between blocks when the run is aborted
-        xj = xf[j0:j0 + block]
-        # Contributions of x[j0:j0+B] to outputs i need s indices i - j + n - 1 for j in the block.
-        s_lo = max(0, n - 1 - (j0 + xj.size - 1))
-        s_hi = min(s.size, m - 1 + n - 1 - j0 + 1)
-        seg = s[s_lo:s_hi].astype(np.float64)
-        size = fft.next_fast_len(seg.size + xj.size - 1, real=True)
-        conv = fft.irfft(fft.rfft(seg, size) * fft.rfft(xj, size), size)[: seg.size + xj.size - 1]
-        # conv[k] = sum_t seg[k - t] xj[t]  ->  output index i = k + s_lo + j0 - (n - 1)
-        i0 = s_lo + j0 - (n - 1)
-        k_lo = max(0, -i0)
-        k_hi = min(conv.size, m - i0)
-        if k_hi > k_lo:
-            out[i0 + k_lo:i0 + k_hi] += np.rint(conv[k_lo:k_hi]).astype(np.int64)
-    return (out & 1).astype(np.uint8)
+        xj = fft.rfft(x[j0:j0 + block].astype(np.float64), size, workers=-1)
+        for bi, i0 in enumerate(starts):
+            # seed indices i - j + n - 1 for i in [i0, i0 + block), j in [j0, j0 + block)
+            lo = i0 - j0 - block + 1 + n - 1
+            a, b = max(lo, 0), min(lo + seg.size, s.size)
+            seg[:] = 0.0
+            if b > a:
+                seg[a - lo:b - lo] = s[a:b]
+            spectrum = fft.rfft(seg, size, workers=-1)
+            spectrum *= xj  # in place: no third spectrum-sized temporary
+            acc[bi] += spectrum
+            del spectrum
+    out = np.empty(m, np.uint8)
+    for bi, i0 in enumerate(starts):
+        check_abort()
+        conv = fft.irfft(acc[bi], size, workers=-1)
+        acc[bi] = np.zeros(0, np.complex128)  # free the spectrum as soon as it is used
+        k = min(block, m - i0)
+        # output i0 + q sits at convolution index q + block - 1
+        out[i0:i0 + k] = (np.rint(conv[block - 1:block - 1 + k]).astype(np.int64) & 1).astype(np.uint8)
+    return out
 
 
 def seed_from(rng: np.random.Generator, n_bits: int) -> np.ndarray:

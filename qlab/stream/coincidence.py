@@ -103,7 +103,6 @@ class CoincidenceCounter:
         self.total = self._empty()
         self._tail_t = np.zeros(0, np.int64)
         self._tail_c = np.zeros(0, np.int16)
-        self._work = np.zeros(0, np.int64)  # scratch of the accidentals kernel, reused across chunks
         self._n = n
 
     def _empty(self) -> CoincidenceResult:
@@ -134,11 +133,9 @@ class CoincidenceCounter:
                 self._tail_t, self._tail_c = self._tail_t[:0], self._tail_c[:0]
             seg_t, seg_c = t[i0:i1], c[i0:i1]
             if self.acc_off:
-                if self._work.size < seg_t.size:
-                    self._work = np.empty(seg_t.size, np.int64)
                 count_chunk_offset(self._tail_t, self._tail_c, seg_t, seg_c, self.lut, self.delay, self.half,
                                    self.acc_off, self.near_scan, self.far_lo, self.far_hi, res.singles,
-                                   res.coincidences, res.accidentals, self._work)
+                                   res.coincidences, res.accidentals)
             else:
                 count_chunk(self._tail_t, self._tail_c, seg_t, seg_c, self.lut, self.delay, self.half, 0,
                             self.near_scan, res.singles, res.coincidences, res.accidentals)

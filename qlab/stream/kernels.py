@@ -17,16 +17,20 @@ LUT_SIZE = 512
 
 
 @nb.njit(cache=True, inline="always")
-def _pair(ci, cj, d, half, acc_off, coinc, acc):
-    # d = t'_j - t'_i (delay-corrected). Orient to (a, b) with a <= b: d_ab = t'_b - t'_a.
+def _classify(ci, cj, d, half, acc_off):
+    """Orient a pair to (a, b) with a <= b (d = t'_j - t'_i, so d_ab = t'_b - t'_a) and say whether it is a
+    coincidence (|d_ab| <= half) and an accidental (|d_ab - acc_off| <= half; never when acc_off is 0).
+
+    Scalars only: a Numba helper taking arrays pays reference counting on every call (tens of ns), which
+    made the pair walks cost more than the whole scan; the walks therefore update the matrices themselves.
+    """
     if ci <= cj:
         a, b, dab = ci, cj, d
     else:
         a, b, dab = cj, ci, -d
-    if -half <= dab <= half:
-        coinc[a, b] += 1
-    if acc_off != 0 and -half <= dab - acc_off <= half:
-        acc[a, b] += 1
+    hit_coinc = np.int64(-half <= dab <= half)
+    hit_acc = np.int64(acc_off != 0 and -half <= dab - acc_off <= half)
+    return a, b, hit_coinc, hit_acc
 
 
 @nb.njit(cache=True, inline="always")
@@ -35,38 +39,6 @@ def _count_singles(c, lut, singles):
         ci = lut[c[j] + LUT_OFFSET]
         if ci >= 0:
             singles[ci] += 1
-
-
-@nb.njit(cache=True, inline="always")
-def _walk_back_chunk(j, cj, t, c, lut, delay, half, acc_off, scan, coinc, acc):
-    """Pair tag j (dense index cj) with earlier tags of the chunk within ``scan`` ps of raw time. Returns the
-    index where the walk stopped (-1: it ran off the chunk's start)."""
-    tj = t[j]
-    tcj = tj - delay[cj]
-    i = j - 1
-    while i >= 0 and tj - t[i] <= scan:
-        ci = lut[c[i] + LUT_OFFSET]
-        if ci >= 0:
-            _pair(ci, cj, tcj - (t[i] - delay[ci]), half, acc_off, coinc, acc)
-        i -= 1
-    return i
-
-
-@nb.njit(cache=True, inline="always")
-def _walk_back(j, tail_t, tail_c, t, c, lut, delay, half, acc_off, scan, coinc, acc):
-    """Pair tag j with every earlier tag within ``scan`` ps of raw time, in the chunk and then the tail."""
-    cj = lut[c[j] + LUT_OFFSET]
-    if cj < 0:
-        return
-    if _walk_back_chunk(j, cj, t, c, lut, delay, half, acc_off, scan, coinc, acc) < 0:
-        tj = t[j]
-        tcj = tj - delay[cj]
-        k = tail_t.size - 1
-        while k >= 0 and tj - tail_t[k] <= scan:
-            ci = lut[tail_c[k] + LUT_OFFSET]
-            if ci >= 0:
-                _pair(ci, cj, tcj - (tail_t[k] - delay[ci]), half, acc_off, coinc, acc)
-            k -= 1
 
 
 @nb.njit(cache=True, nogil=True)
@@ -87,20 +59,60 @@ def count_chunk(tail_t, tail_c, t, c, lut, delay, half, acc_off, scan, singles, 
             prev = tj
             continue
         prev = tj
-        _walk_back(j, tail_t, tail_c, t, c, lut, delay, half, acc_off, scan, coinc, acc)
+        cj = lut[c[j] + LUT_OFFSET]
+        if cj < 0:
+            continue
+        tcj = tj - delay[cj]
+        i = j - 1
+        while i >= 0 and tj - t[i] <= scan:
+            ci = lut[c[i] + LUT_OFFSET]
+            if ci >= 0:
+                a, b, hc, ha = _classify(ci, cj, tcj - (t[i] - delay[ci]), half, acc_off)
+                coinc[a, b] += hc
+                acc[a, b] += ha
+            i -= 1
+        if i < 0:  # the walk ran off the chunk's start: continue into the tail
+            k = nt - 1
+            while k >= 0 and tj - tail_t[k] <= scan:
+                ci = lut[tail_c[k] + LUT_OFFSET]
+                if ci >= 0:
+                    a, b, hc, ha = _classify(ci, cj, tcj - (tail_t[k] - delay[ci]), half, acc_off)
+                    coinc[a, b] += hc
+                    acc[a, b] += ha
+                k -= 1
+
+
+@nb.njit(cache=True, nogil=True)
+def _flag_candidates(tt, near_scan, far_lo, far_hi, flags):
+    """flags[k + 3] = 1 where tag k + 3 of ``tt`` may have an earlier partner: the previous tag within
+    ``near_scan``, one of the two previous tags in the band [far_lo, far_hi], or the third previous within
+    ``far_hi`` (then a deeper one might be in the band). A superset of the tags with partners (bands are
+    rounded outward), exact because the walk decides.
+
+    Indices start at 0 and only look forward, so LLVM proves them non-negative and vectorises the loop
+    (a ``t[j - 2]`` form keeps Numba's negative-index wraparound and runs ~5x slower)."""
+    mid = (far_lo + far_hi) // 2
+    hw = (far_hi - far_lo) // 2 + 1
+    for k in range(tt.size - 3):
+        x = tt[k + 3]
+        d1 = x - tt[k + 2]
+        flags[k + 3] = ((d1 <= near_scan) | (abs(d1 - mid) <= hw) | (abs(x - tt[k + 1] - mid) <= hw)
+                        | (x - tt[k] <= far_hi))
+
+
+FLAG_BLOCK = 1024  # tags flagged and walked at a time: their times stay in L1/L2 between the passes
 
 
 @nb.njit(cache=True, nogil=True)
 def count_chunk_offset(tail_t, tail_c, t, c, lut, delay, half, acc_off, near_scan, far_lo, far_hi, singles, coinc,
-                       acc, work):
+                       acc):
     """``count_chunk`` with accidentals: off-peak pairs (t'_b - t'_a within ``half`` of ``acc_off``) lie
     ``far_lo``..``far_hi`` ps apart in raw time (|acc_off| ∓ (half + delay spread)).
 
     Widening the scan to ``far_hi`` would send every tag with a partner photon a few ns earlier down the
-    walk. Instead, branch-free tests on the three previous tags decide whether a tag can have a partner
-    at all: the previous tag within ``near_scan``, one of the two previous tags in the band, or three tags
-    within ``far_hi`` (then a deeper one might be in the band). At lab rates about 1 % of tags walk.
-    ``work`` is int64 scratch of at least ``t.size``.
+    walk. Instead, block by block, a vectorised pass flags the tags that can have a partner at all
+    (``_flag_candidates``, about 1 % at lab rates), a scan over 8 flags at a time lists them branch-free,
+    and only they walk back.
     """
     n = t.size
     nt = tail_t.size
@@ -110,29 +122,68 @@ def count_chunk_offset(tail_t, tail_c, t, c, lut, delay, half, acc_off, near_sca
     while j0 < n and (j0 < 3 or (nt > 0 and t[j0] - far_hi <= tail_t[nt - 1])):
         j0 += 1
     for j in range(j0):
-        _walk_back(j, tail_t, tail_c, t, c, lut, delay, half, acc_off, far_hi, coinc, acc)
-    # The three previous times ride in registers and the tests combine without branches; the few tags
-    # that pass are listed in ``work`` and walked afterwards, which keeps the hot loop small.
-    t1 = t[j0 - 1] if j0 >= 1 else 0
-    t2 = t[j0 - 2] if j0 >= 2 else 0
-    t3 = t[j0 - 3] if j0 >= 3 else 0
-    m = 0
-    for j in range(j0, n):
+        cj = lut[c[j] + LUT_OFFSET]
+        if cj < 0:
+            continue
         tj = t[j]
-        d1 = tj - t1
-        d2 = tj - t2
-        d3 = tj - t3
-        t3 = t2
-        t2 = t1
-        t1 = tj
-        if ((d1 <= near_scan) | ((d1 >= far_lo) & (d1 <= far_hi)) | ((d2 >= far_lo) & (d2 <= far_hi))
-                | (d3 <= far_hi)):
-            work[m] = j
-            m += 1
-    for k in range(m):  # these never reach the tail (j >= j0)
-        cj = lut[c[work[k]] + LUT_OFFSET]
-        if cj >= 0:
-            _walk_back_chunk(work[k], cj, t, c, lut, delay, half, acc_off, far_hi, coinc, acc)
+        tcj = tj - delay[cj]
+        i = j - 1
+        while i >= 0 and tj - t[i] <= far_hi:
+            ci = lut[c[i] + LUT_OFFSET]
+            if ci >= 0:
+                a, b, hc, ha = _classify(ci, cj, tcj - (t[i] - delay[ci]), half, acc_off)
+                coinc[a, b] += hc
+                acc[a, b] += ha
+            i -= 1
+        if i < 0:
+            k = nt - 1
+            while k >= 0 and tj - tail_t[k] <= far_hi:
+                ci = lut[tail_c[k] + LUT_OFFSET]
+                if ci >= 0:
+                    a, b, hc, ha = _classify(ci, cj, tcj - (tail_t[k] - delay[ci]), half, acc_off)
+                    coinc[a, b] += hc
+                    acc[a, b] += ha
+                k -= 1
+    # flags[8 + q] belongs to tag s0 + q of the block starting at s0 (8 leading bytes keep the 8-byte words
+    # aligned with the block while the flag pass writes from 3 tags before it).
+    words = np.zeros(FLAG_BLOCK // 8 + 2, np.uint64)
+    flags = words.view(np.uint8)
+    listed = np.empty(FLAG_BLOCK + 8, np.uint64)
+    for s0 in range(j0, n, FLAG_BLOCK):
+        s1 = min(s0 + FLAG_BLOCK, n)
+        nw = (s1 - s0 + 7) // 8
+        for k in range(8 + s1 - s0, 8 + 8 * nw):
+            flags[k] = 0
+        _flag_candidates(t[s0 - 3:s1], near_scan, far_lo, far_hi, flags[5:8 + s1 - s0])
+        m = np.uint64(0)  # unsigned: no negative-index wraparound on the branch-free list writes
+        for w in range(1, nw + 1):
+            if words[w] != 0:
+                for q in range(8 * w, 8 * w + 8):
+                    listed[m] = q
+                    m += np.uint64(flags[q] != 0)
+        for r in range(m):
+            j = s0 - 8 + np.int64(listed[r])  # j >= j0: the walk never reaches the tail
+            cj = lut[c[j] + LUT_OFFSET]
+            if cj < 0:
+                continue
+            tj = t[j]
+            tcj = tj - delay[cj]
+            i = j - 1
+            while i >= 0 and tj - t[i] <= far_hi:
+                ci = lut[c[i] + LUT_OFFSET]
+                if ci >= 0:
+                    a, b, hc, ha = _classify(ci, cj, tcj - (t[i] - delay[ci]), half, acc_off)
+                    coinc[a, b] += hc
+                    acc[a, b] += ha
+                i -= 1
+
+
+@nb.njit(cache=True, nogil=True)
+def channel_histogram(c, counts):
+    """counts[ch + LUT_OFFSET] += events of every channel ch in ``c`` (int16, -256..255); ``counts`` has
+    LUT_SIZE entries."""
+    for j in range(c.size):
+        counts[c[j] + LUT_OFFSET] += 1
 
 
 @nb.njit(cache=True, nogil=True)
@@ -188,8 +239,15 @@ def cross_histogram(t, c, lut, ref, delay, lo, bin_ps, nbins, scan, hist):
 
     ``ref`` is a dense index; k runs over all dense indices (the ref row collects nothing useful).
     """
+    cross_histogram_from(t, c, lut, ref, delay, lo, bin_ps, nbins, scan, hist, 0)
+
+
+@nb.njit(cache=True, nogil=True)
+def cross_histogram_from(t, c, lut, ref, delay, lo, bin_ps, nbins, scan, hist, j_start):
+    """``cross_histogram`` of the pairs whose later raw tag has index >= ``j_start`` (the tags before it are
+    context: a segment's tail), so segments of a stream add up to the whole stream's histogram."""
     n = t.size
-    for j in range(n):
+    for j in range(j_start, n):
         cj = lut[c[j] + LUT_OFFSET]
         if cj < 0:
             continue
