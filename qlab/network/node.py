@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 READ_PERIOD_S = 0.05
 BACKOFF_S = (0.2, 5.0)  # first and longest wait between connection attempts (capped by operations.probe_period_s)
+FAST_LIGHT_S = 0.25  # the light check's window (DOWN on a fibre cut within a second)
 TICK_S = 0.5  # the link state machine re-evaluates time-based conditions this often
 MIN_PROBE_COINCIDENCES = 200  # fewer in a compensation probe: not enough light to judge (no alarm)
 
@@ -188,6 +189,14 @@ class LinkControl:
                     best_set, best = cand, r
                 if best.worst <= ops.resume_qber:
                     break
+        qz, qx = best.qber_z, best.qber_x
+        if (qz is not None and qx is not None and min(qz, qx) >= ops.alarm_qber
+                and best.coincidences >= MIN_PROBE_COINCIDENCES):
+            # Even the settings that undo the fitted fibre rotation leave both bases this bad: no polarization
+            # error explains it. Stop here (the coordinator raises the ALARM) rather than search on.
+            comp.move(start)  # the setting that worked before the excursion
+            return {"success": False, "unexplained": True, "trials": len(trials), "setting": comp.bounded(start),
+                    "best": best.as_dict(), "start": trials[0]}
         if best.worst > ops.resume_qber and len(trials) < ops.compensation_max_trials:
             comp.move(best_set)
             res = coordinate_search(best_set, measure, ops.compensation_step_deg / 2,
@@ -294,8 +303,9 @@ class Node:
         lut = np.full(512, 255, np.uint8)
         for role, (_, inp) in self.lab.roles().items():
             lut[inp + 256] = PORTS[role.split(".")[1]]
-        last_rate = time.monotonic()
+        last_rate = last_fast = time.monotonic()
         counts0 = self.clicks.counts_by_port.copy()
+        fast0 = self.clicks.total_clicks
         try:
             handle.call("start_stream")
             while not self.stop_event.is_set():
@@ -308,6 +318,9 @@ class Node:
                         if self.run_file is not None and not self.run_file.closed:
                             self.run_file.withhold_tags(chunk, tagger)  # duration and gaps, never tags
                 now = time.monotonic()
+                if now - last_fast >= FAST_LIGHT_S:
+                    self.monitor.on_light((self.clicks.total_clicks - fast0) / (now - last_fast))
+                    fast0, last_fast = self.clicks.total_clicks, now
                 if now - last_rate >= 1.0:
                     c = self.clicks.counts_by_port
                     self.emit("rates", {"time": time.time(),

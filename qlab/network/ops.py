@@ -143,27 +143,46 @@ class LinkMonitor:
                     self.baseline_share[p] = (self.baseline_share.get(p, share) * self.baseline_s + share) / n
                 self.baseline_s = n
             return
-        ratio = total / self.baseline_total_hz if self.baseline_total_hz > 0 else 1.0
-        if self.light_ok is not False and ratio < self.ops.light_lost_ratio:
-            self.light_ok = False
-            self.light_reason = (f"no light: singles {total:.0f} Hz, {100 * ratio:.0f} % of the "
-                                 f"{self.baseline_total_hz:.0f} Hz baseline")
-        elif self.light_ok is not True and ratio > self.ops.light_back_ratio:
-            self.light_ok = True
+        self._light_check(total)
         if self.light_ok and self.state in PRODUCING:
             a = 1.0 - math.exp(-1.0 / self.ops.baseline_time_constant_s)  # slow: follows ageing, not events
             self.baseline_total_hz += a * (total - self.baseline_total_hz)
             self._detector_drift(total, a)
 
+    def on_light(self, total_hz: float) -> None:
+        """A fast singles check (the tagger reader calls it every fraction of a second): loss of light is
+        detected well within a second, without waiting for the per-second rates."""
+        with self._lock:
+            if self.baseline_total_hz is not None and self.baseline_s >= BASELINE_MIN_S:
+                before = self.light_ok
+                self._light_check(total_hz)
+                if self.light_ok != before:
+                    self.evaluate()
+
+    def _light_check(self, total: float) -> None:
+        base = self.baseline_total_hz or 0.0
+        ratio = total / base if base > 0 else 1.0
+        if self.light_ok is not False and ratio < self.ops.light_lost_ratio:
+            self.light_ok = False
+            self.light_reason = f"no light: singles {total:.0f} Hz, {100 * ratio:.0f} % of the {base:.0f} Hz baseline"
+        elif self.light_ok is not True and ratio > self.ops.light_back_ratio:
+            if self.light_ok is False:
+                self.block_down = ""  # that block was dark; the light is back now
+            self.light_ok = True
+
     def _detector_drift(self, total: float, a: float) -> None:
         """One detector's share of the singles away from its baseline: efficiency drop or dark-count rise."""
-        if total <= 0:
+        if total <= 0 or not all(self.baseline_share.get(p) for p in PORT_NAMES):
+            return
+        # Each port against the median of all ports (each relative to its own baseline share): one detector
+        # changing stands out, a change common to all (loss, source power) does not.
+        norm = {p: self.singles_hz.get(p, 0.0) / self.baseline_share[p] for p in PORT_NAMES}
+        med = float(sorted(norm.values())[1:3][0] + sorted(norm.values())[1:3][1]) / 2
+        if med <= 0:
             return
         for p in PORT_NAMES:
-            base = self.baseline_share.get(p)
-            if not base:
-                continue
-            ratio = (self.singles_hz.get(p, 0.0) / total) / base
+            base = self.baseline_share[p]
+            ratio = norm[p] / med
             flag = self.detector_flags.get(p)
             if flag is None and abs(ratio - 1) > self.ops.detector_drift_ratio:
                 kind = "efficiency drop" if ratio < 1 else "dark-count rise"

@@ -46,7 +46,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from qlab.config.loader import _describe
-from qlab.config.yaml_lines import load_yaml_with_lines, read_text
+from qlab.config.yaml_lines import format_path, line_of, load_yaml_with_lines, read_text
 from qlab.errors import ConfigError
 
 RAMP_STEP_S = 0.5  # a loss ramp is applied in steps this long
@@ -206,7 +206,7 @@ def load_scenario(path: str | Path, detectors: list[str] | None = None) -> Scena
     for i, ev in enumerate(sf.events):
         if ev.kind == "detector" and detectors is not None and ev.detector.name not in detectors:
             key = ("events", i, "detector", "name")
-            problems.append((lines.get(key), f"events.{i}.detector.name",
+            problems.append((line_of(lines, key), format_path(key),
                              f"unknown detector {ev.detector.name!r}; detectors are {sorted(detectors)}"))
     if problems:
         raise ConfigError(source, problems)
