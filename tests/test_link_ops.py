@@ -244,3 +244,12 @@ def test_probe_qber_and_compensator_model_undo_a_fibre_rotation() -> None:
     assert qber(start) > 0.1
     cands = model.candidates(counts, start)
     assert min(qber(c) for c in cands[:2]) < 0.03  # the visibility floor is 1 %
+
+
+def test_operations_thresholds_need_a_hysteresis_band(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text().replace("qber_ok: 0.035", "qber_ok: 0.05")
+    bad = tmp_path / "network.yaml"
+    bad.write_text(text)
+    line = next(i for i, s in enumerate(text.splitlines(), start=1) if s.strip().startswith("qber_ok:"))
+    with pytest.raises(ConfigError, match=rf"network.yaml:{line}: operations.qber_ok: must be below"):
+        load_network(bad)

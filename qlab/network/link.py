@@ -440,7 +440,10 @@ class LinkSession:
                "sifted": {"Z": stats.sifted_z, "X": stats.sifted_x},
                "coincidence_rate_hz": None if matched is None else matched / duration_s,
                "clock_residual_ps": residual, "abort_reason": stats.abort_reason,
-               "auth_consumed_bits": stats.auth_consumed_bits, "multi_click_events": stats.multi_click_events}
+               "auth_consumed_bits": stats.auth_consumed_bits, "multi_click_events": stats.multi_click_events,
+               "sifted_rate_hz": {"Z": stats.sifted_z / duration_s, "X": stats.sifted_x / duration_s},
+               # committed bits are net: the Wegman–Carter pads refilled from the block are already taken out
+               "net_key_rate_bps": (committed[0] if committed else 0) / duration_s}
         if st.clock is not None:
             est = st.clock.estimate()
             rec["clock"] = {"offset_ps": est.offset_ps, "at_alice_ps": est.at_alice_ps, "drift_ppm": est.drift_ppm}

@@ -323,7 +323,8 @@ class Node:
                     fast0, last_fast = self.clicks.total_clicks, now
                 if now - last_rate >= 1.0:
                     c = self.clicks.counts_by_port
-                    self.emit("rates", {"time": time.time(),
+                    self.emit("rates", {"time": time.time(), "state": self.monitor.state,
+                                        "key_store_bits": self.metrics.last.get("store_bits", 0),
                                         "singles_hz": {p: float(c[i] - counts0[i]) / (now - last_rate)
                                                        for p, i in PORTS.items()}})
                     counts0, last_rate = c.copy(), now
