@@ -69,7 +69,10 @@ def test_state_machine_outage_recovery_and_hysteresis() -> None:
     assert mon.state == "DOWN" and "no light" in mon.reason
     mon.on_light(15000.0)  # light back above light_back_ratio
     assert mon.state == "RECOVERING"
-    mon.on_event("block", _block(2))
+    mon.on_event("block", _block(2))  # its data began before the light was back: not yet a recovery
+    assert mon.state == "RECOVERING"
+    clock.t += 6.5  # a 5 s block taken entirely after the return (1 s processing slack)
+    mon.on_event("block", _block(3))
     assert mon.state == "UP"
     mon.on_event("block", _block(3, qz=0.05))  # above qber_degraded (0.045): DEGRADED ...
     assert mon.state == "DEGRADED" and "QBER" in mon.reason
@@ -95,7 +98,10 @@ def test_a_dark_block_takes_the_link_down_until_a_block_commits() -> None:
     _up(mon, clock)
     mon.on_event("block", _block(2, committed=False, sifted=500))
     assert mon.state == "DOWN" and "no coincidences" in mon.reason
-    mon.on_event("block", _block(3))
+    mon.on_event("block", _block(3))  # key again, but from data that may predate the return
+    assert mon.state == "RECOVERING"
+    clock.t += 6.5
+    mon.on_event("block", _block(4))
     assert mon.state == "UP"
 
 

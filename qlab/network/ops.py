@@ -31,6 +31,7 @@ STATES = ("STARTING", "SYNCING", "UP", "DEGRADED", "DOWN", "RECOVERING", "ALARM"
 PRODUCING = ("UP", "DEGRADED")
 PORT_NAMES = ("H", "V", "D", "A")
 BASELINE_MIN_S = 5.0  # seconds of singles before a baseline is trusted
+COMMIT_SLACK_S = 1.0  # a block's data ends at most about this long before it is committed (processing)
 
 
 class LinkMonitor:
@@ -64,6 +65,8 @@ class LinkMonitor:
         self.committed_any = False
         self.down_since_commit = False
         self.block_down = ""
+        self.dark = False  # DOWN for lack of light/coincidences: recovery needs a block of data taken after it
+        self.recovering_since: float | None = None  # when the light came back (None: not seen by this node)
         self.block_aborted = ""
         self.qber_high = False
         self.low_rate = False
@@ -164,10 +167,12 @@ class LinkMonitor:
         ratio = total / base if base > 0 else 1.0
         if self.light_ok is not False and ratio < self.ops.light_lost_ratio:
             self.light_ok = False
+            self.dark, self.recovering_since = True, None
             self.light_reason = f"no light: singles {total:.0f} Hz, {100 * ratio:.0f} % of the {base:.0f} Hz baseline"
         elif self.light_ok is not True and ratio > self.ops.light_back_ratio:
             if self.light_ok is False:
                 self.block_down = ""  # that block was dark; the light is back now
+                self.recovering_since = self.now()
             self.light_ok = True
 
     def _detector_drift(self, total: float, a: float) -> None:
@@ -206,6 +211,19 @@ class LinkMonitor:
         worst = max(q) if q else None
         if rec.get("committed"):
             self.committed_any = True
+            if self.dark:
+                # A block whose data began before the light came back says nothing about the recovery (it may be
+                # mostly from before the outage): the link stays RECOVERING until a block of fresh data commits.
+                t_rec = float(rec.get("time") or self.now())
+                self.block_down = ""
+                if self.recovering_since is None:
+                    # This node does not see the light itself: the first block with key again shows it was back
+                    # at the latest when that block's data began.
+                    self.recovering_since = t_rec - dur - COMMIT_SLACK_S
+                    return
+                if t_rec - dur - COMMIT_SLACK_S < self.recovering_since:
+                    return
+                self.dark, self.recovering_since = False, None
             self.down_since_commit = False
             self.block_down = self.block_aborted = ""
             if self.baseline_sifted_hz is None:
@@ -222,6 +240,7 @@ class LinkMonitor:
             return
         base = self.baseline_sifted_hz
         if base and sifted_hz < self.ops.coincidence_lost_ratio * base:
+            self.dark, self.recovering_since = True, None
             self.block_down = (f"block {rec.get('block')}: sifted rate {sifted_hz:.0f} Hz, "
                                f"{100 * sifted_hz / base:.0f} % of the {base:.0f} Hz baseline (no coincidences)")
         else:
