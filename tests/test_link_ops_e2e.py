@@ -1,6 +1,6 @@
 """Issue 17, Must show: degraded-link scenarios on the emulator with the nodes as separate processes (loopback).
 
-Each test starts the emulator with a scenario (its classical proxy between the nodes), the two nodes with 4 s
+Each test starts the emulator with a scenario (its classical proxy between the nodes), the two nodes with 3 s
 blocks, starts the timeline once both nodes are UP, and stops every process in ``finally`` (the context
 manager). Times of state changes come from the nodes' run files (each transition is recorded with its time),
 times of the causes from the emulator's scenario log.
@@ -21,7 +21,7 @@ from qlab.network.report import read_node
 from qlab.network.scenario import read_event_log
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST = {"key_management": {"block_duration_s": 4.0, "sync_duration_s": 1.0}}
+FAST = {"key_management": {"block_duration_s": 3.0, "sync_duration_s": 1.0}}
 UP_TIMEOUT_S = 40.0
 
 
