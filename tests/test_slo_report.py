@@ -90,13 +90,14 @@ def test_report_numbers_match_the_hand_computed_timeline(synthetic: dict, tmp_pa
     assert r["usable_key_bits"] == 999 + 18000 - 3000
     assert r["blocks"] == {"committed": 8, "aborted": 1}
     assert r["key_lost_to_aborted_blocks_bits"] == pytest.approx(18000 / 8)
-    # per-second samples t = 1..100: bits committed in (t-10, t] / 10 s. Committed blocks at 10, 20, 33, 43, 53,
-    # 63, 70, 80, so the samples are 0 at t = 1..9, 30..32 (block 4 at 25 aborted) and 90..100: 23 of 100, and
-    # the 5th percentile is 0; t = 70 sees blocks 63 and 70: (1500 + 1500) / 10.
+    # per-second samples t = 1..100: bits committed in (t-10, t] / 10 s. Committed blocks at -5 (before the
+    # window, still counted here), 10, 20, 33, 43, 53, 63, 70, 80, so the samples are 0 at t = 5..9, 30..32 (block 4
+    # at 25 aborted) and 90..100: 19 of 100, and the 5th percentile is 0; t = 70 sees blocks 63 and 70.
     ks = r["series"]["key_rate_per_s"]
     assert len(ks) == 100
-    assert [t for t, x in enumerate(ks, start=1) if x == 0] == [*range(1, 10), 30, 31, 32, *range(90, 101)]
-    assert ks[70 - 1] == pytest.approx(300.0)
+    assert [t for t, x in enumerate(ks, start=1) if x == 0] == [*range(5, 10), 30, 31, 32, *range(90, 101)]
+    assert ks[70 - 1] == pytest.approx((1500 + 1500) / 10)
+    assert ks[4 - 1] == pytest.approx(999 / 10)
     assert r["net_key_rate_bps"]["p5"] == 0.0
     (ex,) = r["qber_excursions"]  # blocks 8 and 9 (above qber_degraded 0.045)
     assert ex["blocks"] == [8, 9]

@@ -12,8 +12,8 @@ Definitions (shared/reference/network.md):
   recover* = first UP/DEGRADED after the cause's removal − the removal (without a known cause: from the outage's
   start); MTTR = mean time to recover;
 - *net key rate*: committed secret bits (after the authentication key they refilled) per second; its mean is
-  the window's committed bits / window length, its 5th percentile is over per-second samples of the bits
-  committed in the preceding block duration / block duration;
+  the window's committed bits / window length, its 5th percentile is over per-second samples (t = 1, 2, … s
+  into the window) of the bits committed in (t − block duration, t] / block duration;
 - *usable key*: committed bits still held (blocks dropped at reconciliation excluded) of the coordinating node
   (role alice; else the first run file);
 - *key lost to aborted blocks*: aborted blocks in the window × the mean bits of a committed block;
@@ -212,11 +212,12 @@ def build_report(runfiles: list[str | Path] | None = None, events: str | Path | 
     bits_window = sum(int(b.get("secret_bits") or 0) for b in committed)
     usable = sum(int(b.get("secret_bits") or 0) for b in coord["blocks"]
                  if b.get("committed") and int(b.get("block", -1)) not in set(coord["dropped"]))
+    all_committed = [b for b in coord["blocks"] if b.get("committed")]  # a block just before the window counts
     samples = []
     k = 1
     while t0 + k <= t_end + 1e-9:
         t = t0 + k
-        samples.append(sum(int(b.get("secret_bits") or 0) for b in committed if t - bdur < b["time"] <= t) / bdur)
+        samples.append(sum(int(b.get("secret_bits") or 0) for b in all_committed if t - bdur < b["time"] <= t) / bdur)
         k += 1
     mean_rate = bits_window / window
     p5 = float(np.percentile(samples, 5)) if samples else 0.0
