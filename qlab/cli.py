@@ -301,6 +301,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
+    if getattr(args, "node", None) or getattr(args, "endpoint", None):  # the link view of a network node
+        try:
+            from qlab.gui.link_view import main as link_main
+        except ImportError as exc:
+            raise QlabError(f"the GUI needs PySide6 and pyqtgraph (pip install 'qlab[gui]'): {exc}") from None
+        return link_main(args.node, getattr(args, "config", None), args.endpoint, quit_after_s=args.quit_after)
     try:
         from qlab.gui.app import main as gui_main
     except ImportError as exc:
@@ -408,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="close by itself (smoke tests, demos)")
     g.add_argument("--offscreen", action="store_true", help="no display needed (Qt's offscreen platform; "
                                                             "nothing is shown)")
+    g.add_argument("--node", metavar="NAME", help="show a running network node's link view instead (--config is "
+                                                  "then the network description)")
+    g.add_argument("--endpoint", metavar="URL", help="the link view of the node serving at URL (http://HOST:PORT)")
 
     c = add("config", lambda a: 0, "check a lab description")
     csub = c.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")

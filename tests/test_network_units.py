@@ -61,7 +61,7 @@ def test_node_lab_needs_the_emulator_address(tmp_path: Path) -> None:
     desc = load_network(EXAMPLE)
     with pytest.raises(ConfigError, match="nodes.bob.instruments.bob_tagger.backend"):
         desc.lab_dict("bob", {})
-    lab = desc.lab_dict("bob", {"bob_tagger": "127.0.0.1:5555"})
+    lab = desc.lab_dict("bob", {"bob_tagger": "127.0.0.1:5555", "bob_compensator": "socket://127.0.0.1:5556"})
     assert lab["instruments"]["bob_tagger"]["backend"] == "127.0.0.1:5555"
     assert all("sim" not in i for i in lab["instruments"].values())  # a node never simulates
 

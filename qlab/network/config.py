@@ -86,8 +86,41 @@ class KeyManagementSection(_Strict):
 class NodeSection(_Strict):
     role: Literal["alice", "bob"]  # the party name of the node's detectors' roles (alice.H, ...)
     endpoint: str = Field(pattern=r"^[^:\s]+:\d{1,5}$")  # host:port of the node's classical channel
+    metrics_port: int = Field(default=0, ge=0, le=65535)  # Prometheus /metrics and /status on 127.0.0.1; 0 = free
     instruments: dict[str, Any]
     kme: KmeNodeSection | None = None  # the node's ETSI GS QKD 014 key manager (qlab.kme.netconfig)
+
+
+class OperationsSection(_Strict):
+    """Thresholds (with hysteresis: a condition is entered at one value and left at another) of the link's
+    state machine and its automatic maintenance. Ratios are fractions (0.05 = 5 %)."""
+
+    qber_degraded: float = Field(default=0.045, gt=0, lt=0.5)  # a committed block above this: DEGRADED
+    qber_ok: float = Field(default=0.035, gt=0, lt=0.5)  # ... and back to UP below this
+    recompensate_qber: float = Field(default=0.05, gt=0, lt=0.5)  # either basis: re-compensate polarization
+    resume_qber: float = Field(default=0.035, gt=0, lt=0.5)  # compensation stops (key resumes) below this
+    alarm_qber: float = Field(default=0.15, gt=0, le=0.5)  # both bases after compensation: ALARM (attack?)
+    compensation_probe_s: float = Field(default=0.3, gt=0.05, le=5)  # live coincidences per trial setting
+    compensation_step_deg: float = Field(default=6.0, gt=0, le=45)  # first step of the coordinate search
+    compensation_max_trials: int = Field(default=30, ge=1, le=500)  # bounded: then the best setting is kept
+    light_lost_ratio: float = Field(default=0.25, gt=0, lt=1)  # singles below this × baseline: DOWN (no light)
+    light_back_ratio: float = Field(default=0.6, gt=0, le=1)  # ... and light is back above this × baseline
+    coincidence_lost_ratio: float = Field(default=0.2, gt=0, lt=1)  # a block's coincidences vs baseline: DOWN
+    channel_lost_s: float = Field(default=2.0, gt=0)  # no classical session for this long: DOWN
+    clock_reacquire_gap_s: float = Field(default=30.0, gt=0)  # no clock update for this long: re-acquire
+    clock_max_residual_ps: float = Field(default=300.0, gt=0)  # a tracker residual above this: re-acquire
+    detector_drift_ratio: float = Field(default=0.25, gt=0, lt=1)  # a port's share of singles off by this: flag
+    detector_clear_ratio: float = Field(default=0.1, gt=0, lt=1)  # ... flag cleared within this
+    baseline_time_constant_s: float = Field(default=60.0, gt=0)  # singles baselines follow slowly (while UP)
+    probe_period_s: float = Field(default=1.0, gt=0, le=60)  # while DOWN: reconnect/probe at most this often
+
+
+class SloSection(_Strict):
+    """Service-level objectives checked by ``qlab network report``."""
+
+    min_key_rate_bps: float = Field(default=100.0, ge=0)  # mean net secret key rate
+    max_outage_s: float = Field(default=30.0, gt=0)  # longest single outage
+    min_availability: float = Field(default=0.9, ge=0, le=1)  # fraction of time UP or DEGRADED
 
 
 class NetworkConfig(_Strict):
@@ -96,6 +129,8 @@ class NetworkConfig(_Strict):
     source: SourceSection
     links: dict[str, LinkSection]
     key_management: KeyManagementSection = KeyManagementSection()
+    operations: OperationsSection = OperationsSection()
+    slo: SloSection = SloSection()
     nodes: dict[str, NodeSection]
 
 
@@ -128,6 +163,14 @@ class NetworkDescription:
 
     def node_by_role(self, role: str) -> str:
         return next(n for n, s in self.config.nodes.items() if s.role == role)
+
+    def compensator_of(self, node: str) -> str | None:
+        """The node's polarization controller in the ``compensator`` stage (None if it has none)."""
+        lab = self.node_labs[node]
+        for name, inst in lab.config.instruments.items():
+            if lab.kind(name) == "polarization" and inst.optics is not None and inst.optics.stage == "compensator":
+                return name
+        return None
 
     def tagger_of(self, node: str) -> str:
         lab = self.node_labs[node]
@@ -204,6 +247,17 @@ def _check_semantics(desc: NetworkDescription, problems: list) -> None:
             add(("links", lname, "nodes"), "a link joins two different nodes")
     if cfg.source.node not in cfg.nodes:
         add(("source", "node"), f"unknown node {cfg.source.node!r}; nodes are {sorted(cfg.nodes)}")
+    ops = cfg.operations
+    for low, high in (("qber_ok", "qber_degraded"), ("resume_qber", "recompensate_qber"),
+                      ("light_lost_ratio", "light_back_ratio"), ("detector_clear_ratio", "detector_drift_ratio"),
+                      ("recompensate_qber", "alarm_qber")):
+        if getattr(ops, low) >= getattr(ops, high):
+            add(("operations", low), f"must be below operations.{high} ({getattr(ops, high)}): the hysteresis "
+                                     "band needs a lower leave than enter threshold")
+    ports = [s.metrics_port for s in cfg.nodes.values() if s.metrics_port]
+    for node, sec in cfg.nodes.items():
+        if sec.metrics_port and ports.count(sec.metrics_port) > 1:
+            add(("nodes", node, "metrics_port"), f"port {sec.metrics_port} is used by another node")
     endpoints: dict[str, str] = {}
     owner: dict[str, str] = {}
     for node, sec in cfg.nodes.items():

@@ -113,17 +113,42 @@ def pair_offset_ps(truth: dict[str, Any], alice: str, bob: str, t_alice_ps: floa
     return (t + b["path_delay_ps"]) * (1 + b["drift_ppm"] * 1e-6) + b["clock_offset_ps"] - t_alice_ps
 
 
+def far_party(desc: NetworkDescription) -> str:
+    """The party at the far end of the link fibre from the source (whose photons the link's physics affects)."""
+    src_role = desc.config.nodes[desc.config.source.node].role
+    return "bob" if src_role == "alice" else "alice"
+
+
 def run_emulator(desc: NetworkDescription, json_path: str | Path | None = None,
-                 stop: threading.Event | None = None, print_fn: Any = print) -> int:
-    """Serve until SIGTERM/SIGINT (or ``stop``); prints the addresses, writes them as JSON to ``json_path``."""
+                 stop: threading.Event | None = None, print_fn: Any = print, scenario: Any = None,
+                 scenario_start: str | Path | None = None, scenario_log: str | Path | None = None) -> int:
+    """Serve until SIGTERM/SIGINT (or ``stop``); prints the addresses, writes them as JSON to ``json_path``.
+
+    With ``scenario`` (qlab.network.scenario.Scenario) the emulator also runs a TCP proxy to the node that
+    listens (its address is ``classical_proxy`` in the JSON: the other node connects there) and applies the
+    scenario's timeline, from when the file ``scenario_start`` appears (at once without it), logging each
+    change to ``scenario_log`` (JSON lines)."""
+    from qlab.network.proxy import TcpProxy
+    from qlab.network.scenario import ScenarioRunner, plan
+    from qlab.sim.network_physics import NetworkPhysics
+
     emu = NetworkEmulator(desc)
     stop = stop or threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(ValueError):  # not the main thread
             signal.signal(sig, lambda *_: stop.set())
+    proxy = runner = None
     try:
         emu.start()
         report = emu.report()
+        if scenario is not None:
+            listener = desc.node_by_role("alice")
+            host, port = desc.config.nodes[listener].endpoint.rsplit(":", 1)
+            proxy = TcpProxy(host, int(port), host=desc.config.emulator.host).start()
+            report["classical_proxy"] = {"address": proxy.address, "to": listener}
+            physics = NetworkPhysics(emu.sim, far_party(desc))
+            runner = ScenarioRunner(plan(scenario, physics, proxy),
+                                    None if scenario_log is None else Path(scenario_log), print_fn)
         if json_path is not None:
             tmp = Path(str(json_path) + ".tmp")
             tmp.write_text(json.dumps(report, indent=2))
@@ -132,9 +157,18 @@ def run_emulator(desc: NetworkDescription, json_path: str | Path | None = None,
         for node, t in report["truth"].items():
             print_fn(f"{node}: tagger {t['tagger']} clock offset {t['clock_offset_ps']} ps, drift "
                      f"{t['drift_ppm']} ppm (emulator truth; nodes never read it)")
+        if proxy is not None:
+            print_fn(f"classical channel proxy {proxy.address} -> {report['classical_proxy']['to']} (scenario "
+                     f"{scenario.header.name!r}: connect the other node with --peer {proxy.address})")
         print_fn("serving; Ctrl-C to stop")
-        while not stop.wait(0.5):
-            pass
+        while not stop.wait(0.2):
+            if runner is not None and runner.t0 is None and (scenario_start is None or Path(scenario_start).exists()):
+                runner.start()
+                print_fn(f"scenario {scenario.header.name!r} started")
     finally:
+        if runner is not None:
+            runner.stop()
+        if proxy is not None:
+            proxy.stop()
         emu.stop()
     return 0

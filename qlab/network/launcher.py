@@ -70,6 +70,8 @@ class NetworkProcesses:
         self.workdir = Path(workdir)
         self.desc = load_network(self.config)
         self.emu_json = self.workdir / "emulator.json"
+        self.scenario_start = self.workdir / "scenario.start"
+        self.scenario_log = self.workdir / "scenario-events.jsonl"
         self.procs: dict[str, subprocess.Popen] = {}
         self.started: dict[str, float] = {}
         self.cpu: dict[str, float] = {}
@@ -86,10 +88,19 @@ class NetworkProcesses:
         self.started[key] = time.monotonic()
         return proc
 
-    def start_emulator(self) -> dict[str, Any]:
-        """Start the emulator; returns its address file (devices, truth). Raises QlabError if it fails."""
+    def start_emulator(self, scenario: str | Path | None = None) -> dict[str, Any]:
+        """Start the emulator; returns its address file (devices, truth). Raises QlabError if it fails.
+
+        With ``scenario`` the timeline starts when ``start_scenario()`` is called; its log is
+        ``self.scenario_log`` and the classical proxy's address is ``classical_proxy`` in the answer."""
         self.emu_json.unlink(missing_ok=True)
-        proc = self._spawn("emulator", ["emulate", "--config", str(self.config), "--json", str(self.emu_json)])
+        args = ["emulate", "--config", str(self.config), "--json", str(self.emu_json)]
+        if scenario is not None:
+            self.scenario_start.unlink(missing_ok=True)
+            self.scenario_log.unlink(missing_ok=True)
+            args += ["--scenario", str(scenario), "--scenario-start", str(self.scenario_start),
+                     "--scenario-log", str(self.scenario_log)]
+        proc = self._spawn("emulator", args)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self.emu_json.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -171,6 +182,18 @@ class NetworkProcesses:
                 raise QlabError(f"timed out after {timeout_s:.0f} s waiting for {what}\n{tails}")
             time.sleep(0.2)
 
+    def start_scenario(self) -> float:
+        """Tell the emulator to start its scenario's timeline now; returns the wall time."""
+        self.scenario_start.touch()
+        return time.time()
+
+    def state(self, name: str) -> str | None:
+        st = self.status(name)
+        return None if st is None else st.get("state")
+
+    def run_files(self, name: str) -> list[Path]:
+        return sorted((self.node_dir(name) / "runs").glob("*-link.h5"))
+
     def committed(self, name: str) -> int:
         st = self.status(name)
         return 0 if st is None else len(st.get("store", []))
@@ -183,10 +206,15 @@ def compare_stores(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> dict[s
     return {"ids_a": sorted(a), "ids_b": sorted(b), "same_ids": same_ids, "keys_identical": bool(identical and a)}
 
 
-def run_demo(config: str | Path, duration_s: float = 60.0, workdir: str | Path | None = None,
-             overrides: dict[str, Any] | None = None, print_fn: Any = print, kme: bool = True) -> dict[str, Any]:
+def run_demo(config: str | Path, duration_s: float | None = 60.0, workdir: str | Path | None = None,
+             overrides: dict[str, Any] | None = None, print_fn: Any = print,
+             scenario: str | Path | None = None, kme: bool = True) -> dict[str, Any]:
     """Emulator + both nodes for ``duration_s``; returns the summary (see ``qlab network demo``). ``kme``:
-    each node with a ``kme:`` section also serves its KME (the PKI is created under the data directory)."""
+    each node with a ``kme:`` section also serves its KME (the PKI is created under the data directory).
+
+    With ``scenario``: the emulator runs the timeline (and the classical proxy Bob connects through) from when
+    both nodes first report UP, the run lasts ``duration_s`` (default: the scenario's duration) from then, and
+    the result has ``report``: the SLO report of the two nodes' run files (qlab.network.report)."""
     from qlab.network.emulator import pair_offset_ps  # the launcher may know the truth; nodes never do
 
     tmp = None
@@ -197,6 +225,16 @@ def run_demo(config: str | Path, duration_s: float = 60.0, workdir: str | Path |
     work.mkdir(parents=True, exist_ok=True)
     try:
         cfg = prepare_config(config, work, overrides)
+        scen = None
+        if scenario is not None:
+            from qlab.network.scenario import load_scenario
+
+            desc0 = load_network(cfg)
+            scen = load_scenario(scenario, [n for lab in desc0.node_labs.values() for n in lab.config.instruments
+                                            if lab.kind(n) == "detector"])
+            if duration_s is None:
+                duration_s = scen.duration_s
+        duration_s = 60.0 if duration_s is None else duration_s
         with NetworkProcesses(cfg, work) as net:
             desc = net.desc
             kme = kme and all(s.kme is not None for s in desc.config.nodes.values())
@@ -204,15 +242,21 @@ def run_demo(config: str | Path, duration_s: float = 60.0, workdir: str | Path |
                 from qlab.network.kme_node import ensure_pki
 
                 print_fn(f"KME certificates in {ensure_pki(desc)}")
-            emu = net.start_emulator()
+            emu = net.start_emulator(scenario)
             names = list(desc.config.nodes)
             t0 = time.time()
+            proxy = (emu.get("classical_proxy") or {}).get("address")
             for n in names:
-                net.start_node(n, kme=kme)
+                net.start_node(n, peer=proxy if proxy and desc.config.nodes[n].role == "bob" else None, kme=kme)
             if kme:
                 print_fn("KMEs (ETSI GS QKD 014, mutual TLS): " + ", ".join(
                     f"{n} https://{desc.config.nodes[n].kme.listen}/api/v1/keys" for n in names))
-            print_fn(f"emulator and nodes {names} running for {duration_s:g} s (logs in {work})")
+            if scen is not None:
+                net.wait_for(lambda: all(net.state(n) == "UP" for n in names), START_TIMEOUT_S, "both nodes UP")
+                net.start_scenario()
+                print_fn(f"link UP; scenario {scen.header.name!r} started, running {duration_s:g} s (logs in {work})")
+            else:
+                print_fn(f"emulator and nodes {names} running for {duration_s:g} s (logs in {work})")
             deadline = time.monotonic() + duration_s
             while time.monotonic() < deadline:
                 for n in names:
@@ -226,6 +270,12 @@ def run_demo(config: str | Path, duration_s: float = 60.0, workdir: str | Path |
             wall = time.time() - t0
             statuses = {n: net.status(n) or statuses_live[n] or {} for n in names}
             keys = {n: net.keys(n) for n in names}
+            report = None
+            if scen is not None:
+                from qlab.network.report import build_report
+
+                report = build_report([f for n in names for f in net.run_files(n)], events=net.scenario_log,
+                                      config=cfg)
         alice, bob = desc.node_by_role("alice"), desc.node_by_role("bob")
         cmp = compare_stores(keys[alice], keys[bob])
         truth = emu["truth"]
@@ -257,7 +307,7 @@ def run_demo(config: str | Path, duration_s: float = 60.0, workdir: str | Path |
                 "secret_key_rate_bps": nodes[alice]["net_secret_key_rate_bps"],
                 "classical_bytes_per_s": sent / wall, "duration_s": wall,
                 "emulator_cpu_share": net.cpu.get("emulator", 0.0) / max(net.wall.get("emulator", wall), 1e-9),
-                "true_clock": truth}
+                "true_clock": truth, "report": report}
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -76,13 +76,17 @@ class LinkState:
         self.secret_bits = 0
         self.first_commit_at: float | None = None
         self.peer_clock: dict | None = None  # Bob: Alice's clock model as she last sent it
+        self.clock_updated_at = 0.0  # monotonic time of the clock's last acquisition or tracker update
+        self.skip_to_now = False  # Alice: the next block starts at the newest data (after an abort, a hold ...)
+        self.pending_compensation: str = ""  # Alice: re-compensate polarization before the next block (why)
 
 
 class LinkSession:
     def __init__(self, role: str, channel: AuthenticatedChannel, store: LinkKeyStore, clicks: ClickBuffer,
                  params: QkdParams, block_duration_s: float, sync_duration_s: float, state: LinkState,
-                 emit: Callable[[str, dict[str, Any]], None], stop: Callable[[], bool]):
+                 emit: Callable[[str, dict[str, Any]], None], stop: Callable[[], bool], control: Any = None):
         self.role = role
+        self.control = control  # qlab.network.node.LinkControl: thresholds, alarm latch, compensator (or None)
         self.ch = channel
         self.store = store
         self.clicks = clicks
@@ -194,6 +198,7 @@ class LinkSession:
             self.state.clock = LinkClock.acquire(alice_t, bob_t, self.p.window_ps)
         except AnalysisError as exc:
             raise SessionEnded(f"clock acquisition failed: {exc}") from None
+        self.state.clock_updated_at = time.monotonic()
         est = self.state.clock.estimate()
         self.emit("clock_acquired", {"offset_ps": est.offset_ps, "at_alice_ps": est.at_alice_ps,
                                      "drift_ppm": est.drift_ppm, "pairs": self.state.clock.sync.pairs,
@@ -207,7 +212,26 @@ class LinkSession:
             self._alice_acquire()
         next_block = max(self.store.next_block, self.peer_next)
         while not self.stop():
+            ctl = self.control
+            if ctl is not None:
+                alarm = ctl.alarm()
+                if alarm is not None:  # no key while an alarm is latched: tell the peer, wait for the operator
+                    self.ch.send("next", {"op": "hold", "alarm": alarm})
+                    st.skip_to_now = True
+                    self._sleep(ctl.ops.probe_period_s)
+                    continue
+                why = ctl.clock_stale(st)
+                if why:
+                    self.emit("clock_reacquire", {"reason": why})
+                    self._alice_acquire()
+                    st.skip_to_now = True
+                if st.pending_compensation:
+                    self._compensate(st.pending_compensation)
+                    continue
             a0 = st.next_a0_ps if st.next_a0_ps is not None else self.clicks.covered_ps - SETTLE_S * 1e12
+            if st.skip_to_now:  # the data since then is of no use (aborted, disclosed in probes, or held)
+                a0 = max(a0, self.clicks.covered_ps - SETTLE_S * 1e12)
+                st.skip_to_now = False
             # Both nodes must still hold (or already hold, after a restart) the block's clicks.
             bob_from = self.peer_clicks_from - st.clock.model(self.peer_clicks_from)
             a0 = max(a0, self.clicks.start_ps + 1e9, bob_from + 1e9)
@@ -222,7 +246,7 @@ class LinkSession:
             mine = self.store.unpaired()
             est = clock.estimate()
             self._start_block_accounting()
-            self.ch.send("next", {"op": "block", "block": block, "b0": b0, "b1": b1, "unpaired": mine,
+            self.ch.send("next", {"op": "block", "block": block, "b0": b0, "b1": b1, "unpaired": mine, "alarm": None,
                                   "clock": {"offset_ps": est.offset_ps, "at_alice_ps": est.at_alice_ps,
                                             "drift_ppm": est.drift_ppm, "residual_ps": est.residual_ps}})
             hdr, _ = self.ch.recv("ready")
@@ -245,8 +269,15 @@ class LinkSession:
             peer_t = getattr(party, "peer_times", None)
             if peer_t is not None:
                 residual = clock.update(t_a, np.asarray(peer_t, np.int64))
+                if residual is not None:
+                    st.clock_updated_at = time.monotonic()
             self._record(block, stats, (a1 - a0) * 1e-12, committed, residual, getattr(party, "matched", None))
+            if self.control is not None:
+                why = self.control.needs_compensation(stats)
+                if why:
+                    st.pending_compensation = why
             if not committed:
+                st.skip_to_now = True
                 raise SessionEnded(f"block {block} ended without a key: {stats.abort_reason}")
 
     # -- Bob -----------------------------------------------------------------------------------------------------
@@ -254,6 +285,13 @@ class LinkSession:
         while not self.stop():
             self._start_block_accounting()
             hdr, _ = self.ch.recv("next")
+            if self.control is not None and hdr["op"] in ("hold", "compensate", "block"):
+                self.control.peer_alarm(hdr.get("alarm"))
+            if hdr["op"] == "hold":
+                continue
+            if hdr["op"] == "compensate":
+                self._compensation_responder(hdr)
+                continue
             if hdr["op"] == "sync":
                 span = int(float(hdr["duration_s"]) * 1e12)
                 self._wait_started(span, span * 1e-12 + 10)
@@ -292,6 +330,98 @@ class LinkSession:
             if not committed:
                 raise SessionEnded(f"block {block} ended without a key: {stats.abort_reason}")
 
+    # -- polarization re-compensation (live probes) ------------------------------------------------------------
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self.stop() and time.monotonic() < end:
+            time.sleep(0.05)
+
+    def _compensate(self, reason: str) -> None:
+        """Alice: run a re-compensation with the peer (the node holding the compensator searches, the other
+        answers probes); then raise the ALARM if the QBER cannot be brought down in either basis."""
+        st, ctl = self.state, self.control
+        searcher = ctl.compensator_role
+        started = time.monotonic()
+        self.emit("compensation", {"phase": "start", "reason": reason, "searcher": searcher})
+        self.ch.send("next", {"op": "compensate", "reason": reason, "searcher": searcher, "alarm": None})
+        if searcher == self.role:
+            result = ctl.search(self._probe_as_searcher)
+            self.ch.send("probe", {"done": True, "result": result})
+        else:
+            result = self._answer_probes()
+        st.pending_compensation = ""
+        st.skip_to_now = True  # the probes disclosed bits: the next block starts after them
+        result["duration_s"] = time.monotonic() - started
+        self.emit("compensation", {"phase": "end", **result})
+        ctl.judge_compensation(result)
+
+    def _compensation_responder(self, hdr: dict) -> None:
+        """Bob's side of ``_compensate``."""
+        ctl = self.control
+        started = time.monotonic()
+        if ctl is not None:
+            self.emit("compensation", {"phase": "start", "reason": hdr.get("reason", ""),
+                                       "searcher": hdr.get("searcher")})
+        if hdr.get("searcher") == self.role:
+            if ctl is None or ctl.compensator is None:
+                result = {"success": False, "error": f"{self.role} has no compensator"}
+            else:
+                result = ctl.search(self._probe_as_searcher)
+            self.ch.send("probe", {"done": True, "result": result})
+        else:
+            result = self._answer_probes()
+        if ctl is not None:
+            self.emit("compensation", {"phase": "end", **result, "duration_s": time.monotonic() - started})
+
+    def _probe_span(self) -> tuple[float, float]:
+        """A probe span of the searcher's own clicks starting after the compensator's last move (tagger time)."""
+        probe_ps = self.control.ops.compensation_probe_s * 1e12
+        t0 = self.clicks.covered_ps + 0.2e12  # data after the move: the stream is read every ~50 ms
+        self._wait_covered(t0 + probe_ps, probe_ps * 1e-12 + 10)
+        return t0, t0 + probe_ps
+
+    def _probe_as_searcher(self) -> Any:
+        """Probe the live QBER at the compensator's current setting (both nodes' clicks of one span)."""
+        from qlab.network.compensation import probe_qber
+
+        t0, t1 = self._probe_span()
+        if self.role == "bob":
+            b0, b1 = t0, t1
+        else:
+            clock = self.state.clock
+            b0, b1 = float(t0 + clock.model(t0)), float(t1 + clock.model(t1))
+        self.ch.send("probe", {"b0": b0, "b1": b1})
+        hdr, payload = self.ch.recv("probe_tags")
+        n = int(hdr["n"])
+        peer_t = np.frombuffer(payload[:8 * n], np.int64)
+        peer_p = np.frombuffer(payload[8 * n:], np.uint8)
+        if self.role == "bob":
+            t_b, p_b = self.clicks.span(b0, b1)
+            t_a, p_a = peer_t, peer_p
+        else:
+            ta, p_a = self.clicks.span(t0 - EDGE_PS, t1 + EDGE_PS)
+            t_a = self.state.clock.to_bob(ta)
+            t_b, p_b = peer_t, peer_p
+        return probe_qber(t_b, p_b, t_a, p_a, self.p.window_ps, self.control.anti_correlated)
+
+    def _answer_probes(self) -> dict:
+        """Answer the searcher's probes with this node's clicks of each span (in Bob's frame) until done."""
+        while True:
+            hdr, _ = self.ch.recv("probe")
+            if hdr.get("done"):
+                return dict(hdr.get("result") or {})
+            b0, b1 = float(hdr["b0"]), float(hdr["b1"])
+            if self.role == "bob":
+                self._wait_covered(b1 + EDGE_PS, 15)
+                t, p = self.clicks.span(b0 - EDGE_PS, b1 + EDGE_PS)
+            else:
+                clock = self.state.clock
+                a0, a1 = b0 - float(clock.model(b0)), b1 - float(clock.model(b1))
+                self._wait_covered(a1 + EDGE_PS, 15)
+                ta, p = self.clicks.span(a0 - EDGE_PS, a1 + EDGE_PS)
+                t = clock.to_bob(ta)
+            self.ch.send("probe_tags", {"n": int(t.size)}, t.astype(np.int64).tobytes() + p.astype(np.uint8).tobytes())
+
     # -- results -------------------------------------------------------------------------------------------------
     def _record(self, block: int, stats: Any, duration_s: float, committed: list[int], residual: float | None,
                 matched: int | None) -> None:
@@ -304,13 +434,16 @@ class LinkSession:
         else:
             st.blocks_aborted += 1
         q = {"Z": stats.qber_z, "X": stats.qber_x}
-        rec = {"block": block, "committed": bool(committed), "duration_s": duration_s,
+        rec = {"time": time.time(), "block": block, "committed": bool(committed), "duration_s": duration_s,
                "secret_bits": committed[0] if committed else 0, "qber": q,
                "visibility": {b: (None if v is None else 1 - 2 * v) for b, v in q.items()},
                "sifted": {"Z": stats.sifted_z, "X": stats.sifted_x},
                "coincidence_rate_hz": None if matched is None else matched / duration_s,
                "clock_residual_ps": residual, "abort_reason": stats.abort_reason,
-               "auth_consumed_bits": stats.auth_consumed_bits, "multi_click_events": stats.multi_click_events}
+               "auth_consumed_bits": stats.auth_consumed_bits, "multi_click_events": stats.multi_click_events,
+               "sifted_rate_hz": {"Z": stats.sifted_z / duration_s, "X": stats.sifted_x / duration_s},
+               # committed bits are net: the Wegman–Carter pads refilled from the block are already taken out
+               "net_key_rate_bps": (committed[0] if committed else 0) / duration_s}
         if st.clock is not None:
             est = st.clock.estimate()
             rec["clock"] = {"offset_ps": est.offset_ps, "at_alice_ps": est.at_alice_ps, "drift_ppm": est.drift_ppm}

@@ -2,7 +2,8 @@
 
 ``TcpProxy(target_host, target_port).start()`` listens on an ephemeral loopback port and forwards every
 connection to the target. ``outage(seconds)`` closes every open connection at once and refuses new ones until
-the outage ends, like a broken fibre or router. Threads only; ``stop()`` closes everything.
+the outage ends, like a broken fibre or router; ``set_latency(seconds)`` delays what it forwards. Threads only;
+``stop()`` closes everything.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class TcpProxy:
         self._threads: list[threading.Thread] = []
         self.bytes_forwarded = 0
         self.connections = 0
+        self.latency_s = 0.0  # added before forwarding each chunk, in both directions (scenarios)
 
     @property
     def address(self) -> str:
@@ -50,6 +52,10 @@ class TcpProxy:
                     s.shutdown(socket.SHUT_RDWR)
                 with contextlib.suppress(OSError):
                     s.close()
+
+    def set_latency(self, seconds: float) -> None:
+        """Delay every forwarded chunk by ``seconds`` (0 = none)."""
+        self.latency_s = max(0.0, float(seconds))
 
     @property
     def down(self) -> bool:
@@ -94,6 +100,8 @@ class TcpProxy:
                 data = src.recv(65536)
                 if not data:
                     break
+                if self.latency_s > 0:
+                    time.sleep(self.latency_s)
                 dst.sendall(data)
                 self.bytes_forwarded += len(data)
         except OSError:
