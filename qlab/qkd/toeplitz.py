@@ -3,7 +3,7 @@
 y = T x with T an (m × n) Toeplitz matrix given by n + m - 1 seed bits. Each y_i is the parity of a
 sliding window of the linear convolution seed ⊛ x, computed exactly by float FFTs (the integer
 convolution values stay far below 2^53). Long inputs go in square blocks of L bits whose spectra are summed
-per output block (``_blocked``), which bounds memory to a few FFT buffers of 3L points (3.7 GB peak for 10^8
+per output block (``_blocked``), which bounds memory to a few FFT buffers of 3L points (about 2.6 GB peak for 10^8
 bits) at about twice the transform work of one whole-length convolution.
 """
 
@@ -14,7 +14,7 @@ from scipy import fft
 
 from qlab.abort import check_abort
 
-BLOCK = 1 << 24  # bits per block of the blocked path (FFT length ~3 BLOCK)
+BLOCK = 1 << 23  # bits per block of the blocked path (FFT length ~3 BLOCK); 2^24 peaked at 3.7-4.3 GB for 10^8 bits
 SINGLE_SHOT_MAX = 1 << 26  # one FFT convolution up to this length (~3 GB of float buffers at the top end)
 
 
