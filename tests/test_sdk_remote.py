@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from qlab.config import load_config
-from qlab.errors import InstrumentError, InstrumentTimeout
+from qlab.errors import InstrumentDisconnected, InstrumentError, InstrumentTimeout
 from qlab.lab import Lab
 from qlab.sim.lab_server import LabServer
 from qlab.sim.model import SimLab
@@ -89,7 +89,31 @@ def test_picoquant_served_sdk_gives_tags(tmp_path: Path, driver: str) -> None:
             with pytest.raises(ValueError, match="not served"):
                 rpc.call("call", "__class__", [])
             rpc.close()
+            # A fault injected on the served library reaches the client as the vendor's error code, typed.
+            sim.device_sims["tagger"].inject("device-error")
+            with pytest.raises(InstrumentError, match="tagger.*HARDWARE_FAULT"):
+                tagger.read_chunk()
+            sim.device_sims["tagger"].clear_fault()
         finally:
+            lab.close()
+    finally:
+        server.stop()
+
+
+def test_swabian_served_sdk_reports_a_disconnect_as_the_vendor_sdk_does(tmp_path: Path) -> None:
+    sim, server, client_cfg = _serve(tmp_path, {"driver": "swabian.timetagger"})
+    try:
+        lab = _open_client(tmp_path, "client", client_cfg)
+        try:
+            tagger = lab["tagger"]
+            assert tagger.identify().serial == sim.taggers["tagger"].p.serial
+            tagger.start_stream()
+            tagger.read_chunk()
+            sim.device_sims["tagger"].inject("disconnect")  # the served SDK raises RuntimeError("... USB ...")
+            with pytest.raises(InstrumentDisconnected, match="tagger"):
+                tagger.read_chunk()
+        finally:
+            sim.device_sims["tagger"].clear_fault()
             lab.close()
     finally:
         server.stop()
