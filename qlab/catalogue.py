@@ -11,6 +11,9 @@ Each entry says how the driver is simulated:
   SDK or extra link, ``build(name, simlab, limits, cfg, options) -> driver``. Used where the device is
   simulated at the API level (Swabian, PicoQuant, SPCM) or needs more than one link (Eos counts port,
   ID1000 data stream). When both are given, the builder is what the factory calls.
+- ``remote_builder``: for SDK-level models, a function (``module:function``) building the driver on a client
+  stand-in for the vendor SDK that forwards its calls to a simulated SDK served by another process
+  (``backend: sdk+tcp://HOST:PORT``, see qlab/transport/sdk_rpc.py), ``build(name, limits, cfg, options)``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class CatalogueEntry:
     driver: str  # "module:Class"
     simulator: str | None = None  # "module:Class" of the wire-protocol device simulator
     sim_builder: str | None = None  # "module:function" building the driver on a simulated SDK / links
+    remote_builder: str | None = None  # "module:function" building the driver on a served simulated SDK
 
     def load(self) -> type:
         """The driver class."""
@@ -50,6 +54,10 @@ class CatalogueEntry:
     def load_sim_builder(self) -> Any:
         """The simulated-driver builder, or None when the factory links the driver to ``simulator``."""
         return load_object(self.sim_builder) if self.sim_builder else None
+
+    def load_remote_builder(self) -> Any:
+        """The builder of the driver on a served simulated SDK, or None for models with a wire protocol."""
+        return load_object(self.remote_builder) if self.remote_builder else None
 
     @property
     def api_level(self) -> bool:
@@ -85,11 +93,14 @@ _ENTRIES = [
     CatalogueEntry("tausand.abacus", "counter", "abacus", _D + "tausand.abacus:Abacus",
                    simulator=_D + "tausand.abacus_sim:AbacusSimulator"),
     CatalogueEntry("picoquant.multiharp", "tagger", "multiharp", _D + "picoquant.multiharp:PicoQuantMultiHarp",
-                   sim_builder=_D + "picoquant.multiharp_sim:build_simulated_multiharp"),
+                   sim_builder=_D + "picoquant.multiharp_sim:build_simulated_multiharp",
+                   remote_builder=_D + "picoquant.multiharp_remote:build_remote_multiharp"),
     CatalogueEntry("picoquant.hydraharp", "tagger", "hydraharp", _D + "picoquant.multiharp:PicoQuantHydraHarp",
-                   sim_builder=_D + "picoquant.multiharp_sim:build_simulated_hydraharp"),
+                   sim_builder=_D + "picoquant.multiharp_sim:build_simulated_hydraharp",
+                   remote_builder=_D + "picoquant.multiharp_remote:build_remote_hydraharp"),
     CatalogueEntry("swabian.timetagger", "tagger", "swabian", _D + "swabian.timetagger:SwabianTimeTagger",
-                   sim_builder=_D + "swabian.timetagger_sim:build_simulated"),
+                   sim_builder=_D + "swabian.timetagger_sim:build_simulated",
+                   remote_builder=_D + "swabian.timetagger_remote:build_remote"),
 ]
 
 DRIVERS: dict[str, CatalogueEntry] = {e.driver_id: e for e in _ENTRIES}

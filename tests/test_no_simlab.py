@@ -8,16 +8,16 @@ then run through ``RunEngine`` and give the physics of the simulated lab.
 
 The ID1000 has four inputs, enough for CHSH (H/V per party) but not for BBM92 with passive basis choice
 (H/V/D/A per party, eight detectors on one tagger). The BBM92 lab's tagger is therefore a Swabian Time
-Tagger reached through its vendor SDK module (``TimeTagger``), which the test installs fed from the served
-lab: the SDK is that tagger's device interface, as the socket is the ID1000's.
+Tagger, an SDK-level device: the lab server serves its simulated vendor SDK over the loopback SDK RPC
+(``sdk+tcp://``, qlab/sim/sdk_server.py) and the client's driver runs on the forwarding SDK stand-in
+(qlab/drivers/swabian/timetagger_remote.py), so this lab too reaches every device across a process boundary's
+transport only.
 
 The served labs follow the wall clock, so integrations are short; every wait is bounded.
 """
 
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ def _lab_configs(layout: str, tagger: dict[str, Any], cable_ps: dict[str, int]) 
         served[name] = {"driver": "excelitas.spcm", "channel": wiring, "sim": {**DETECTOR_SIM, "cable_delay_ps": delay}}
         client[name] = {"driver": "excelitas.spcm", "backend": "passive", "channel": wiring}
     served["tagger"] = {"driver": tagger["driver"], "sim": {"max_rate_hz": 1e9, **tagger.get("sim", {})}}
-    client["tagger"] = {"driver": tagger["driver"]}
+    client["tagger"] = {"driver": tagger["driver"], "timeout_s": 10.0}
     for inst in served.values():
         inst["backend"] = "sim"
     return {**_physics(layout), "instruments": served}, {**_physics(layout), "instruments": client}
@@ -85,6 +85,7 @@ def served(tmp_path: Path):
     def _serve(layout: str, tagger: dict[str, Any], cable_ps: dict[str, int]):
         served_cfg, client_cfg = _lab_configs(layout, tagger, cable_ps)
         sim = SimLab(load_config(_write(tmp_path / f"served_{layout}.yaml", served_cfg)), realtime=True)
+        warm_up(sim)
         server = LabServer(sim)
         servers.append(server)
         server.start()
@@ -95,6 +96,14 @@ def served(tmp_path: Path):
     yield _serve
     for server in servers:
         server.stop()
+
+
+def warm_up(sim: SimLab) -> None:
+    """Compile the tag generator (Numba) before a client waits on a reply that needs it (as the emulator does)."""
+    for tagger in sim.taggers:
+        sim.start_stream(tagger)
+        sim.read_tags(tagger)
+        sim.stop_stream(tagger)
 
 
 def _open_client(tmp_path: Path, name: str, cfg: dict[str, Any]) -> Lab:
@@ -143,29 +152,22 @@ def test_delays_and_chsh_through_wire_protocols_only(served, tmp_path: Path) -> 
     assert not sim.lasers["pump"]["on"]  # closing the client lab switched the served laser off over TCP
 
 
-def _swabian_sdk_class() -> type:
-    """The simulated vendor SDK of the Swabian tagger, wherever the driver package keeps it."""
-    for module in ("qlab.drivers.swabian.timetagger_sim", "qlab.drivers.swabian.timetagger"):
-        try:
-            return importlib.import_module(module).SimulatedSDK
-        except (ImportError, AttributeError):
-            continue
-    raise AssertionError("no simulated Swabian SDK found")
-
-
 BBM92_CABLES_PS = {"alice.H": 0, "alice.V": 1200, "alice.D": 2500, "alice.A": 3700,
                    "bob.H": 15200, "bob.V": 16100, "bob.D": 17400, "bob.A": 18900}
 
 
-def test_bbm92_key_on_a_served_lab(served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bbm92_key_on_a_served_lab(served, tmp_path: Path) -> None:
     sim, server, client_cfg = served("bbm92", {"driver": "swabian.timetagger"}, BBM92_CABLES_PS)
-    assert "tagger" in server.not_served  # an SDK-level tagger has no wire: it gets its vendor module
-    monkeypatch.setitem(sys.modules, "TimeTagger", _swabian_sdk_class()(sim, "tagger"))
-    client_cfg["instruments"]["tagger"]["backend"] = sim.taggers["tagger"].p.serial
+    # An SDK-level tagger has no wire: its simulated vendor SDK is served over the loopback SDK RPC.
+    assert server.devices["tagger"].protocol == "sdk" and "tagger" not in server.not_served
+    assert client_cfg["instruments"]["tagger"]["backend"].startswith("sdk+tcp://127.0.0.1:")
     lab = _open_client(tmp_path, "bbm92", client_cfg)
     try:
         engine = RunEngine(lab)
         _assert_delays(engine.run(DelaysProcedure(integration_s=0.5), record=False), BBM92_CABLES_PS)
+        # The delays were applied through the served SDK (the sim side sees them).
+        applied = sim.taggers["tagger"].input_delay_ps
+        assert abs(applied[1] - applied[5] - (BBM92_CABLES_PS["bob.H"] - BBM92_CABLES_PS["alice.H"])) < JITTER_PS
         r = engine.run(QkdProcedure(integration_s=2.0, store_keys=False), record=False)
         assert not r["aborted"], r
         assert r["secret_bits"] > 0 and r["keys_identical"]
@@ -175,10 +177,10 @@ def test_bbm92_key_on_a_served_lab(served, tmp_path: Path, monkeypatch: pytest.M
         lab.close()
 
 
-def test_lab_server_serves_visa_and_serial_devices_and_cleans_up(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """The default lab's ITC4001 (SCPI over a VISA TCPIP socket) and ELL14 bus (socket://) driven from a
-    client lab; after stop() no server thread is left and the ports are closed."""
+def test_lab_server_serves_visa_and_serial_devices_and_cleans_up(tmp_path: Path) -> None:
+    """The default lab's ITC4001 (SCPI over a VISA TCPIP socket), ELL14 bus (socket://) and Swabian tagger
+    (simulated SDK over the SDK RPC) driven from a client lab; after stop() no server thread is left and the
+    ports are closed."""
     import socket
     import threading
 
@@ -191,12 +193,14 @@ def test_lab_server_serves_visa_and_serial_devices_and_cleans_up(tmp_path: Path,
     try:
         devices = server.start()
         assert devices["pump"].backend.startswith("TCPIP0::127.0.0.1::")
-        assert set(devices) == {"pump", "alice_compensator", "alice_analyzer", "bob_analyzer", "bob_compensator"}
-        monkeypatch.setitem(sys.modules, "TimeTagger", _swabian_sdk_class()(sim, "tagger"))
+        # The tagger joined the served devices when its simulated SDK got a loopback RPC (issue 16).
+        assert set(devices) == {"pump", "alice_compensator", "alice_analyzer", "bob_analyzer", "bob_compensator",
+                                "tagger"}
+        assert devices["tagger"].backend.startswith("sdk+tcp://127.0.0.1:")
         client = {**served_cfg, "instruments": {}}
         for name, inst in served_cfg["instruments"].items():
             backend = devices[name].backend if name in devices else "passive"
-            client["instruments"][name] = {**inst, "backend": "" if name == "tagger" else backend}
+            client["instruments"][name] = {**inst, "backend": backend}
             client["instruments"][name].pop("sim", None)
         lab = _open_client(tmp_path, "client", client)
         try:
@@ -204,6 +208,8 @@ def test_lab_server_serves_visa_and_serial_devices_and_cleans_up(tmp_path: Path,
             assert sim.lasers["pump"]["on"] and sim.pump_power_mw > 0
             lab["bob_analyzer"].move_absolute(22.5, "hwp")
             assert abs(sim.waveplates["bob"]["analyzer"]["bob_analyzer.hwp"].angle_deg - 22.5) < 0.01
+            lab["tagger"].set_delay(3, 1234)
+            assert sim.taggers["tagger"].input_delay_ps[3] == 1234
         finally:
             lab.close()
         assert not sim.lasers["pump"]["on"]

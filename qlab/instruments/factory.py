@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from qlab.catalogue import entry
 from qlab.config.schema import InstrumentConfig
+from qlab.errors import InstrumentError
 from qlab.instruments.base import Instrument
 from qlab.instruments.limits import Limits
+from qlab.transport.sdk_rpc import SDK_SCHEME
 
 if TYPE_CHECKING:
     from qlab.sim.model import SimLab
@@ -50,7 +52,8 @@ def create_instrument(name: str, cfg: InstrumentConfig, sim: SimLab | None) -> I
     """Instantiate (not open) the driver of ``name``; with ``backend: sim`` it talks to a device simulator
     coupled to ``sim``. Raises KeyError for a driver id not in the catalogue (the config loader checks
     ids first), ValueError for ``backend: sim`` without a simulated lab, InstrumentError if a real
-    transport cannot be opened."""
+    transport cannot be opened. ``backend: sdk+tcp://HOST:PORT`` builds an SDK-level driver on a simulated SDK
+    served by another process (the catalogue's ``remote_builder``)."""
     found = entry(cfg.driver)
     limits = Limits(name, cfg.limits)
     options: dict[str, Any] = {"axes": {k: a.model_dump() for k, a in cfg.axes.items()},
@@ -59,6 +62,12 @@ def create_instrument(name: str, cfg: InstrumentConfig, sim: SimLab | None) -> I
         if sim is None:
             raise ValueError(f"{name}: backend 'sim' needs a simulated lab")
         return _create_simulated(name, cfg, sim, limits, options)
+    if cfg.backend.startswith(SDK_SCHEME):  # an SDK-level tagger's simulated SDK served by another process
+        remote = found.load_remote_builder()
+        if remote is None:
+            raise InstrumentError(name, f"driver {cfg.driver} has no served-SDK client; backend {cfg.backend!r} "
+                                        f"is for SDK-level taggers only")
+        return remote(name, limits, cfg, options)
     cls = found.load()
     transport = build_transport(cls, name, cfg.backend, cfg.timeout_s)
     return cls(name, transport=transport, limits=limits, options=options)

@@ -6,10 +6,11 @@ DLC pro and Eos on their TCP port (their second port, monitoring line / count st
 ID1000 on ZeroMQ (REQ/REP on PORT, the timestamp PUSH on PORT + 1). Nothing of the simulation is visible to
 the client process's ``Lab``: its instruments' ``backend`` values are the addresses printed here.
 
-Devices simulated only at the API level (vendor-SDK taggers, passive detectors) have no wire and are listed
-in ``LabServer.not_served``. All serving runs in threads of this process; ``stop()`` ends them and closes
-every socket. The served lab must follow the wall clock (``SimLab(..., realtime=True)``): a client on a wire
-cannot advance a simulated clock.
+SDK-level taggers (Swabian, PicoQuant) have no wire: their simulated vendor SDK is served over a loopback-only
+RPC (``sdk+tcp://127.0.0.1:PORT``, qlab/sim/sdk_server.py) that the driver's client-side SDK stand-in calls.
+Devices with no interface at all (passive detectors) are listed in ``LabServer.not_served``. All serving runs
+in threads of this process; ``stop()`` ends them and closes every socket. The served lab must follow the wall
+clock (``SimLab(..., realtime=True)``): a client on a wire cannot advance a simulated clock.
 
     python -m qlab.sim.lab_server [--config instruments.yaml] [--json]
 """
@@ -42,7 +43,7 @@ class ServedDevice:
 
     instrument: str
     model: str  # simulator model id, e.g. "ell14"
-    protocol: str  # "serial" (socket://), "visa" (TCPIP SOCKET), "tcp", "zmq"
+    protocol: str  # "serial" (socket://), "visa" (TCPIP SOCKET), "tcp", "zmq", "sdk" (simulated-SDK RPC)
     port: int  # the control port; devices with a second channel use port + 1
     backend: str
 
@@ -113,7 +114,11 @@ class LabServer:
                 try:
                     sim_cls = simulator_class(model)
                 except (KeyError, ValueError) as exc:
-                    self.not_served[name] = str(exc).strip("'\"")
+                    served_sdk = self._serve_sdk(name, model)
+                    if served_sdk is not None:
+                        self.devices[name] = served_sdk
+                    else:
+                        self.not_served[name] = str(exc).strip("'\"")
                     continue
                 device = self.sim.device_sims.get(name)
                 if device is None:
@@ -209,6 +214,21 @@ class LabServer:
             if len(errors) == n_errors:
                 return ServedDevice(name, model, "zmq", port, f"{self.host}:{port}")
         raise QlabError(f"{name}: could not bind its ZeroMQ ports: {errors[-1]}")
+
+    def _serve_sdk(self, name: str, model: str) -> ServedDevice | None:
+        """An SDK-level tagger's simulated SDK over the loopback SDK RPC (qlab/sim/sdk_server.py), or None when
+        the model has no simulated SDK or this server is not on loopback (that channel is simulation-only)."""
+        from qlab.sim.sdk_server import LOOPBACK as SDK_HOST
+        from qlab.sim.sdk_server import SdkRpcServer, sdk_service
+
+        if self.host not in (SDK_HOST, "localhost"):
+            return None
+        service = sdk_service(self.sim, name, model)
+        if service is None:
+            return None
+        server = SdkRpcServer(service, SDK_HOST, self.ports.get(name, 0))
+        self._thread(server.serve, self._stop, name=name)
+        return ServedDevice(name, model, "sdk", server.port, server.address)
 
     def _accept(self, device: Any, srv: socket.socket) -> None:
         """One client at a time, like the serial port or the single control connection of the real device."""
