@@ -32,7 +32,8 @@ def simulated_stream(seconds: float, seed: int = 7):
     from qlab.config import load_config
     from qlab.lab import Lab
 
-    with Lab(load_config(None), seed=seed, apply_calibrations=False, data_dir=tempfile.mkdtemp()) as lab:
+    with tempfile.TemporaryDirectory() as d, Lab(load_config(None), seed=seed, apply_calibrations=False,
+                                                 data_dir=d) as lab:
         lab["pump"].set_output(True)
         chunk = lab["tagger"].acquire(seconds)
     return chunk
@@ -110,7 +111,7 @@ def _stream_at(rate_mcps: float, tags: int, seed: int):
     loaded = load_config(None)
     base_rate = 0.41e6  # the default lab's total tag rate
     loaded.config.simulation.source.pairs_per_mw *= rate_mcps * 1e6 / base_rate
-    with Lab(loaded, seed=seed, apply_calibrations=False, data_dir=tempfile.mkdtemp()) as lab:
+    with tempfile.TemporaryDirectory() as d, Lab(loaded, seed=seed, apply_calibrations=False, data_dir=d) as lab:
         lab["pump"].set_output(True)
         return lab["tagger"].acquire(tags / (rate_mcps * 1e6))
 
