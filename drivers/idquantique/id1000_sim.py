@@ -3,6 +3,7 @@ coupled to the simulated lab (in process, or over ZeroMQ under `qlab sim serve i
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import zlib
@@ -231,7 +232,11 @@ class ID1000Simulator(FaultInjectable):
                         continue
                     rep.send(reply)
                 for msg in self.receive_all():
-                    push.send_multipart(msg)
+                    # Nobody reading (or the host's queue is full): the data are lost, as on hardware. A
+                    # blocking send would stall the control loop, and a host restarted after kill -9 could
+                    # not even identify the device.
+                    with contextlib.suppress(zmq.Again):
+                        push.send_multipart(msg, zmq.NOBLOCK)
         finally:
             rep.close(0)
             push.close(0)

@@ -18,7 +18,6 @@ clock (``SimLab(..., realtime=True)``): a client on a wire cannot advance a simu
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import socket
 import threading
@@ -30,7 +29,7 @@ from qlab.catalogue import DRIVERS, SIM_MODELS
 from qlab.errors import QlabError
 from qlab.sim.model import SimLab
 from qlab.sim.registry import simulator_class
-from qlab.sim.serve import _pump
+from qlab.sim.serve import serve_connection
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 5.0
@@ -173,8 +172,6 @@ class LabServer:
     def _serve(self, name: str, model: str, device: Any) -> ServedDevice:
         own_server = getattr(device, "serve_tcp", None)  # message-framed (ZeroMQ) devices bind their own sockets
         if own_server is not None:
-            if hasattr(device, "request") and hasattr(device, "receive_all"):
-                own_server = functools.partial(serve_zmq_nonblocking, device)
             return self._serve_own(name, model, own_server)
         second = getattr(device, "serve_second_port", None)
         port = self.ports.get(name) or (_free_port_pair(self.host) if second is not None else 0)
@@ -239,49 +236,7 @@ class LabServer:
                 continue
             except OSError:
                 return
-            conn.settimeout(0.005)
-
-            def read_sock(c: socket.socket = conn) -> bytes | None:
-                try:
-                    data = c.recv(4096)
-                except TimeoutError:
-                    return b""
-                except OSError:
-                    return None
-                return data if data else None
-
-            with conn:
-                device.read_due()  # nothing queued for an earlier client reaches this one
-                device.connect()
-                with contextlib.suppress(OSError):  # the client went away mid-reply
-                    _pump(device, read_sock, conn.sendall, self._stop)
-
-
-def serve_zmq_nonblocking(device: Any, port: int, stop: threading.Event, ready: threading.Event | None = None) -> None:
-    """A ZeroMQ device (control REP on 127.0.0.1:PORT, data PUSH on PORT + 1) whose data messages are dropped,
-    like a real tagger's, while no host is reading: a PUSH socket with no peer would otherwise block the
-    control loop, and a host restarted after a crash (kill -9) could not even identify the device."""
-    import zmq
-
-    ctx = zmq.Context.instance()
-    rep, push = ctx.socket(zmq.REP), ctx.socket(zmq.PUSH)
-    for s in (rep, push):
-        s.setsockopt(zmq.LINGER, 0)
-    rep.bind(f"tcp://127.0.0.1:{port}")
-    push.bind(f"tcp://127.0.0.1:{port + 1}")
-    if ready is not None:
-        ready.set()
-    try:
-        while not stop.is_set():
-            if rep.poll(20, zmq.POLLIN):
-                rep.send(device.request(rep.recv()))
-            for msg in device.receive_all():
-                # Nobody reading (or the host's queue is full): the data are lost, as on hardware.
-                with contextlib.suppress(zmq.Again):
-                    push.send_multipart(msg, zmq.NOBLOCK)
-    finally:
-        rep.close(0)
-        push.close(0)
+            serve_connection(device, conn, self._stop)
 
 
 def main(argv: list[str] | None = None) -> int:

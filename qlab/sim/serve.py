@@ -60,6 +60,26 @@ def _pump(dev: Any, read_fn, write_fn, stop: threading.Event) -> None:
             write_fn(out)
 
 
+def serve_connection(dev: Any, conn: socket.socket, stop: threading.Event) -> None:
+    """Talk to one connected TCP client until it leaves, the device drops it (an injected disconnect) or
+    ``stop`` is set; closes the connection."""
+    conn.settimeout(0.005)
+
+    def read_sock() -> bytes | None:
+        try:
+            data = conn.recv(4096)
+        except TimeoutError:
+            return b""
+        except OSError:
+            return None
+        return data if data else None
+
+    with conn, contextlib.suppress(OSError):  # client gone, or an injected disconnect drops it
+        dev.read_due()  # nothing queued for an earlier client reaches this one
+        dev.connect()
+        _pump(dev, read_sock, conn.sendall, stop)
+
+
 def serve(model: str, config: str | None = None, pty: bool = False, tcp_port: int | None = None,
           name: str | None = None, ready: threading.Event | None = None,
           stop: threading.Event | None = None, fault: tuple[str, float | None] | None = None) -> int:
@@ -126,21 +146,7 @@ def serve(model: str, config: str | None = None, pty: bool = False, tcp_port: in
                 conn, _ = srv.accept()
             except TimeoutError:
                 continue
-            conn.settimeout(0.005)
-
-            def read_sock(c=conn) -> bytes | None:
-                try:
-                    data = c.recv(4096)
-                except TimeoutError:
-                    return b""
-                except OSError:
-                    return None
-                return data if data else None
-
-            with conn, contextlib.suppress(OSError):  # client gone, or an injected disconnect drops it
-                dev.read_due()  # nothing queued for an earlier client reaches this one
-                dev.connect()
-                _pump(dev, read_sock, conn.sendall, stop)
+            serve_connection(dev, conn, stop)
             time.sleep(0.01)
     except KeyboardInterrupt:
         pass
