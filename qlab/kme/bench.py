@@ -50,15 +50,18 @@ def _pair(root: Path) -> tuple[KmeService, KmeService, Path]:
     return svcs[0], svcs[1], pki
 
 
-def _ctx(pki: Path, sae: str) -> ssl.SSLContext:
+def sae_context(pki: Path, sae: str) -> ssl.SSLContext:
+    """TLS context of SAE ``sae``: trusts the PKI's CA and presents the SAE's client certificate."""
     ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
     ctx.load_cert_chain(pki / "sae" / f"{sae}.crt", pki / "sae" / f"{sae}.key")
     return ctx
 
 
-def _ms(samples: list[float]) -> dict[str, float]:
+def latency_ms(samples: list[float]) -> dict[str, float]:
+    """Median and 95th percentile (ms) of request times in s, and how many."""
     s = sorted(samples)
-    return {"median_ms": round(1e3 * statistics.median(s), 2), "p95_ms": round(1e3 * s[int(0.95 * (len(s) - 1))], 2)}
+    return {"median_ms": round(1e3 * statistics.median(s), 2), "p95_ms": round(1e3 * s[int(0.95 * (len(s) - 1))], 2),
+            "n": len(s)}
 
 
 def run(requests: int = 200) -> dict:
@@ -67,7 +70,7 @@ def run(requests: int = 200) -> dict:
         try:
             ua = f"https://127.0.0.1:{a.https.address[1]}/api/v1/keys"
             ub = f"https://127.0.0.1:{b.https.address[1]}/api/v1/keys"
-            ca, cb = _ctx(pki, "SAE_A"), _ctx(pki, "SAE_B")
+            ca, cb = sae_context(pki, "SAE_A"), sae_context(pki, "SAE_B")
             out: dict = {"requests": requests}
             with httpx.Client(verify=ca, timeout=30) as sa, httpx.Client(verify=cb, timeout=30) as sb:
                 enc, dec = [], []
@@ -81,8 +84,8 @@ def run(requests: int = 200) -> dict:
                     r2 = sb.get(f"{ub}/SAE_A/dec_keys", params={"key_ID": kid})
                     dec.append(time.perf_counter() - t)
                     assert r2.json()["keys"][0]["key"] == r.json()["keys"][0]["key"]
-                out["enc_keys_1x256_keepalive"] = _ms(enc)
-                out["dec_keys_1x256_keepalive"] = _ms(dec)
+                out["enc_keys_1x256_keepalive"] = latency_ms(enc)
+                out["dec_keys_1x256_keepalive"] = latency_ms(dec)
                 out["keys_per_s_1_per_request_enc_and_dec"] = round(requests / (time.perf_counter() - t_all), 1)
                 t = time.perf_counter()
                 n = max(1, requests // 10)
@@ -95,7 +98,7 @@ def run(requests: int = 200) -> dict:
                 with httpx.Client(verify=ca, timeout=30) as sa:
                     sa.get(f"{ua}/SAE_B/enc_keys", params={"number": 1, "size": 256}).raise_for_status()
                 fresh.append(time.perf_counter() - t)
-            out["enc_keys_1x256_new_tls_connection"] = _ms(fresh)
+            out["enc_keys_1x256_new_tls_connection"] = latency_ms(fresh)
             return out
         finally:
             a.stop()

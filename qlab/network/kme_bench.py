@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import ssl
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -23,20 +21,9 @@ from typing import Any
 
 import httpx
 
+from qlab.kme.bench import latency_ms, sae_context
 from qlab.network.kme_node import ensure_pki
 from qlab.network.launcher import NetworkProcesses, prepare_config
-
-
-def _ctx(pki: Path, sae: str) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-    ctx.load_cert_chain(pki / "sae" / f"{sae}.crt", pki / "sae" / f"{sae}.key")
-    return ctx
-
-
-def _ms(samples: list[float]) -> dict[str, float]:
-    s = sorted(samples)
-    return {"median_ms": round(1e3 * statistics.median(s), 2), "p95_ms": round(1e3 * s[int(0.95 * (len(s) - 1))], 2),
-            "n": len(s)}
 
 
 def run(config: Path, duration_s: float = 120.0, requests: int = 100,
@@ -59,8 +46,8 @@ def run(config: Path, duration_s: float = 120.0, requests: int = 100,
             net.start_node(b, kme=True)
             out: dict[str, Any] = {"requests": requests, "block_duration_s":
                                    desc.config.key_management.block_duration_s}
-            with httpx.Client(verify=_ctx(pki, ka.saes[sae_a]), timeout=30) as sa, \
-                    httpx.Client(verify=_ctx(pki, kb.saes[sae_b]), timeout=30) as sb:
+            with httpx.Client(verify=sae_context(pki, ka.saes[sae_a]), timeout=30) as sa, \
+                    httpx.Client(verify=sae_context(pki, kb.saes[sae_b]), timeout=30) as sb:
 
                 def stored() -> int:
                     try:
@@ -84,16 +71,16 @@ def run(config: Path, duration_s: float = 120.0, requests: int = 100,
                     dec.append(time.perf_counter() - t1)
                     if r2.json()["keys"][0]["key"] != r.json()["keys"][0]["key"]:
                         raise AssertionError("the two SAEs got different keys")
-                out["enc_keys_1x256_keepalive"] = _ms(enc)
-                out["dec_keys_1x256_keepalive"] = _ms(dec)
+                out["enc_keys_1x256_keepalive"] = latency_ms(enc)
+                out["dec_keys_1x256_keepalive"] = latency_ms(dec)
                 out["kme_capacity_keys_per_s_enc_and_dec"] = round(requests / (time.perf_counter() - t), 1)
                 fresh = []
                 for _ in range(max(1, requests // 5)):
                     t1 = time.perf_counter()
-                    with httpx.Client(verify=_ctx(pki, ka.saes[sae_a]), timeout=30) as c:
+                    with httpx.Client(verify=sae_context(pki, ka.saes[sae_a]), timeout=30) as c:
                         c.get(f"{ua}/{sae_b}/enc_keys", params={"number": 1, "size": 256}).raise_for_status()
                     fresh.append(time.perf_counter() - t1)
-                out["enc_keys_1x256_new_tls_connection"] = _ms(fresh)
+                out["enc_keys_1x256_new_tls_connection"] = latency_ms(fresh)
                 # sustained: drain the store, then keep asking for the rest of the run
                 delivered, refused = 0, 0
                 t_start = time.monotonic()
