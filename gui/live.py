@@ -43,6 +43,8 @@ class LiveFrame:
     qkd: dict[str, float | bool | None]
     overflows: int = 0
     recording: str | None = None
+    seq: int = 0  # 1, 2, … per analysed chunk: a redraw of the same frame shows no new data
+    new_tags: int = 0  # tags in the chunk this frame added
     extra: dict = field(default_factory=dict)
 
 
@@ -62,6 +64,7 @@ class LiveAnalyzer:
         first = lambda names, pref: pref if pref in names else (names[0] if names else None)  # noqa: E731
         self.hist_pair = (first(alice, "alice.H") or self.by_channel[self.channels[0]],
                           first(bob, "bob.H") or self.by_channel[self.channels[-1]])
+        self.frames = 0
         self.reset()
 
     def reset(self) -> None:
@@ -114,7 +117,10 @@ class LiveAnalyzer:
             for r, _ in list(self._recent)[1:]:
                 agg = agg.merge(r)
             h = np.sum([x for _, x in self._recent], axis=0)
-        return self._frame(agg, hist.centers_ps, h)
+        frame = self._frame(agg, hist.centers_ps, h)
+        self.frames += 1
+        frame.seq, frame.new_tags = self.frames, len(chunk)
+        return frame
 
     def _frame(self, r: CoincidenceResult, centers: np.ndarray, h: np.ndarray) -> LiveFrame:
         t = r.exposure_s if r.exposure_s > 0 else float("nan")

@@ -94,7 +94,9 @@ class MainWindow(QMainWindow):
         self.runner = ProcedureRunner(lab, self.bridge, self.acq)
         self.latest: LiveFrame | None = None
         self._laser_cache: dict[str, bool] = {}
-        self.frames_drawn = 0
+        self.frames_drawn = 0  # redraws (timer-driven, with or without new data)
+        self.data_updates_drawn = 0  # redraws that showed a frame with tags not shown before
+        self._drawn_seq = 0
         self.live_paused_by: str | None = None  # procedure using the tagger while the live view waits
         self._history: deque[tuple[float, dict[str, float]]] = deque()
         self._progress_floor = 0
@@ -637,6 +639,9 @@ class MainWindow(QMainWindow):
         self.hist_plot.setLabel("bottom", f"Δt {f.hist_pair[1]}−{f.hist_pair[0]}", "ps")
         self._draw_stats(f, total_c, total_a)
         self.frames_drawn += 1
+        if f.seq != self._drawn_seq:
+            self._drawn_seq = f.seq
+            self.data_updates_drawn += f.new_tags > 0
 
     def _coinc_ticks(self, keys: list[str]) -> list[list[tuple[float, str]]]:
         """One label per bar ("HV": Alice H, Bob V) when there is room, else one per Alice port group."""

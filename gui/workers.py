@@ -110,6 +110,8 @@ class AcquisitionWorker:
         handle = self.lab[self.tagger]
         started = False
         pending = None  # the next read, already running on the tagger's worker while we analyse
+        clock = self.lab.clock
+        next_read = clock.now()
         while not self._stop.is_set():
             if self._pause.is_set():
                 if pending is not None:
@@ -128,7 +130,10 @@ class AcquisitionWorker:
                     handle.call("start_stream", timeout=10)
                     handle.call("read_chunk", timeout=10)  # discard what accumulated while paused
                     started = True
-                self.lab.clock.sleep(self.poll_s)
+                # A read every poll_s (not poll_s after the analysis ends): the time spent analysing the
+                # last chunk counts towards the wait, so fresh data reaches the window at 1/poll_s.
+                clock.sleep(next_read - clock.now())
+                next_read = clock.now() + self.poll_s
                 current = pending
                 pending = handle.submit("read_chunk")
                 if current is not None:

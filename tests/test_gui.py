@@ -150,3 +150,16 @@ def test_panels_load_settings_off_the_gui_thread(window, qtbot) -> None:
     assert sent == []
     editor.setValue(17_000)  # a user edit goes to the instrument through its worker
     qtbot.waitUntil(lambda: window.lab["tagger"].call("delay", 2) == 17_000, timeout=5000)
+
+
+def test_redraws_without_new_data_are_not_counted_as_data_updates(window, qtbot) -> None:
+    qtbot.waitUntil(lambda: window.data_updates_drawn > 2, timeout=10_000)
+    assert window.latest.new_tags > 0 and window.latest.seq >= window.data_updates_drawn
+    window.acq.pause()  # no new frames from here on
+    qtbot.wait(200)  # frames already queued to the GUI thread land
+    window._draw()
+    updates, redraws = window.data_updates_drawn, window.frames_drawn
+    qtbot.waitUntil(lambda: window.frames_drawn > redraws + 3, timeout=5000)
+    assert window.data_updates_drawn == updates  # the timer redrew the same frame
+    window.acq.resume()
+    qtbot.waitUntil(lambda: window.data_updates_drawn > updates, timeout=10_000)
