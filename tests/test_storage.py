@@ -75,16 +75,42 @@ def test_plain_h5py_reads_photon_hdf5_layout(tmp_path: Path) -> None:
         assert np.array_equal(f["photon_data/detectors"][:], np.concatenate([c.channels for c in chunks]))
 
 
+def test_whole_chunks_are_delta_coded_and_read_by_plain_h5py_near_the_entropy_bound(tmp_path: Path) -> None:
+    import blosc2
+    import hdf5plugin  # noqa: F401
+
+    from qlab.storage.runfile import CHUNK_TAGS
+
+    rng = np.random.default_rng(7)
+    rate_hz, n = 2e6, 5 * CHUNK_TAGS + 1234  # Poisson arrivals at 1 ps, 8 equiprobable channels
+    ts = np.cumsum(rng.exponential(1e12 / rate_hz, n)).astype(np.int64)
+    ch = rng.integers(0, 8, n).astype(np.int16)
+    path = tmp_path / "run.h5"
+    with RunFile(path, taggers=["tagger"]) as rf:
+        for k in range(0, n, 20_000):  # live-sized appends
+            rf.append_tags(TagChunk(ts[k:k + 20_000], ch[k:k + 20_000], 0, 0), flush=False)
+        rf.finish()
+    with h5py.File(path, "r") as f:
+        t_ds, c_ds = f["photon_data/timestamps"], f["photon_data/detectors"]
+        assert np.array_equal(t_ds[:], ts) and np.array_equal(c_ds[:], ch)
+        frame = blosc2.schunk_from_cframe(t_ds.id.read_direct_chunk((0,))[1])
+        assert blosc2.Filter.BYTEDELTA in frame.cparams.filters
+        stored = t_ds.id.get_storage_size() + c_ds.id.get_storage_size()
+    bound = (np.log2(np.e * 1e12 / rate_hz) + 3) / 8  # bytes/tag: exponential gaps at 1 ps + 3 bits of channel
+    assert stored / n < 1.1 * bound, (stored / n, bound)
+
+
 def test_phconvert_loads_the_raw_tags(tmp_path: Path) -> None:
     pytest.importorskip("phconvert")
     import hdf5plugin
 
     path = tmp_path / "run.h5"
-    chunks = _random_chunks(1)
+    chunks = _random_chunks(5)  # whole chunks (shuffle + bytedelta, written directly) and a partial one
     with RunFile(path, taggers=["tagger"]) as rf:
-        rf.append_tags(chunks[0])
+        for c in chunks:
+            rf.append_tags(c)
         rf.finish()
-    np.save(tmp_path / "expected.npy", chunks[0].timestamps)
+    np.save(tmp_path / "expected.npy", np.concatenate([c.timestamps for c in chunks]))
     # phconvert's own loader runs its validator (including the verbatim node descriptions). It reads through
     # PyTables' HDF5, which finds the bitshuffle filter via HDF5_PLUGIN_PATH, as any non-h5py tool would.
     script = (

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import h5py
-import hdf5plugin  # noqa: F401 - registers the bitshuffle filter the raw tags are stored with
+import hdf5plugin  # noqa: F401 - registers the Blosc2 filter the raw tags are stored with
 import numpy as np
 
 from qlab.errors import FileFormatError

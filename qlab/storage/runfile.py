@@ -4,7 +4,8 @@ Layout::
 
     /                          attrs format_name="Photon-HDF5", format_version="0.5"
     /photon_data               (one tagger) or /photon_data0, /photon_data1 (one per tagger)
-        timestamps             int64 ticks, bitshuffle+LZ4 (hdf5plugin), chunked, appendable
+        timestamps             int64 ticks, Blosc2 (hdf5plugin): whole chunks shuffle + bytedelta + Zstd-1
+                               (``chunk_codec``), the last partial chunk shuffle + Zstd-1; appendable
         detectors              int16 input channel of each tag
         timestamps_specs/timestamps_unit = 1e-12
     /identity, /setup, /provenance   Photon-HDF5 descriptive groups
@@ -26,7 +27,7 @@ followed by a flush, so a reader (the GUI, ``qlab info``) sees data while the ru
 killed writer leaves a file holding every chunk flushed before the kill. Integrations append tags chunk
 by chunk as the tagger delivers them (``append_tags(..., flush=False)`` between flushes at most
 ``FLUSH_INTERVAL_S`` apart), so ``kill -9`` loses at most the last second of tags. Reading needs h5py plus
-``import hdf5plugin`` (which registers the bitshuffle filter).
+``import hdf5plugin`` (which registers the Blosc2 filter).
 
 Raw detection data of a QKD key run is secret: ordinary run files only count it (``withhold_tags``); it is
 written only on request to a separate file made with ``secret=True`` (0600 in a 0700 directory, marked in
@@ -46,6 +47,7 @@ import hdf5plugin
 import numpy as np
 
 from qlab import __version__
+from qlab.storage.chunk_codec import write_whole_chunks
 from qlab.storage.secret import FILE_MODE, create_secret_file
 from qlab.types import TagChunk
 
@@ -100,8 +102,8 @@ os.environ.setdefault("BLOSC_NTHREADS", str(min(4, os.cpu_count() or 1)))
 
 
 def _compression() -> dict[str, Any]:
-    # Byte shuffle + Zstandard level 1 comes within ~14 % of the entropy of Poisson timestamps at lab rates
-    # and writes ~100 M tags/s on two threads; bitshuffle+LZ4 was 29 % above it (qlab bench, storage).
+    # The filter's own pipeline (byte shuffle + Zstandard level 1) compresses only the last, partial chunk of a
+    # dataset; whole chunks are compressed with bytedelta as well by chunk_codec and written directly.
     return dict(hdf5plugin.Blosc2(cname="zstd", clevel=1, filters=hdf5plugin.Blosc2.SHUFFLE))
 
 
@@ -247,8 +249,13 @@ class RunFile:
         if ts.shape[0] < stop:
             ts.resize((stop,))
             det.resize((stop,))
-        ts[start:stop] = t
-        det[start:stop] = c
+        done = 0
+        if start % CHUNK_TAGS == 0:  # always, except after a tail written at close
+            done = write_whole_chunks(ts, start, t)
+            write_whole_chunks(det, start, c)
+        if done < t.size:
+            ts[start + done:stop] = t[done:]
+            det[start + done:stop] = c[done:]
 
     def _write_partial(self) -> None:
         """Put each tagger's partial chunk where a crashed file's reader finds it (``pending_*``)."""
