@@ -229,3 +229,25 @@ def test_cli_info_json(tmp_path: Path) -> None:
                          text=True, cwd=REPO, check=True)
     info = json.loads(out.stdout)
     assert info["complete"] and info["procedure"] == "demo" and info["tags"]["photon_data"] == 20_000
+
+
+def test_read_range_decodes_raw_chunks_exactly_and_falls_back_for_other_filters(tmp_path: Path) -> None:
+    import hdf5plugin
+
+    from qlab.storage.chunk_codec import read_range, write_whole_chunks
+
+    rng = np.random.default_rng(3)
+    values = np.cumsum(rng.integers(1, 10**6, 3 * 1000 + 321)).astype(np.int64)
+    with h5py.File(tmp_path / "r.h5", "w") as f:
+        direct = f.create_dataset("direct", shape=values.shape, dtype=np.int64, chunks=(1000,),
+                                  **hdf5plugin.Blosc2(cname="zstd", clevel=1, filters=hdf5plugin.Blosc2.SHUFFLE))
+        done = write_whole_chunks(direct, 0, values)
+        direct[done:] = values[done:]  # the partial last chunk through the filter
+        f.create_dataset("gzip", data=values, chunks=(1000,), compression="gzip")
+        with pytest.raises(ValueError, match="multiple of the chunk length"):
+            write_whole_chunks(direct, 10, values)
+    with h5py.File(tmp_path / "r.h5", "r") as f:
+        for name in ("direct", "gzip"):
+            for a, b in [(0, len(values)), (999, 1001), (1500, 3200), (3100, 10**9), (-5, 3), (7, 7)]:
+                lo, hi = max(a, 0), min(b, len(values))
+                assert np.array_equal(read_range(f[name], a, b), values[lo:max(lo, hi)]), (name, a, b)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from qlab.errors import FileFormatError
+from qlab.storage.chunk_codec import read_range
 from qlab.stream.kernels import channel_histogram
 from qlab.stream.parallel import CountSpec, count_segment
 
@@ -133,11 +134,12 @@ class _H5Source:
         a, b = max(a, 0), min(b, self.n)
         if b <= a:
             return np.zeros(0, np.int64), np.zeros(0, np.int16)
-        t = self.ts[a:b].astype(np.int64, copy=False)
+        t = read_range(self.ts, a, b).astype(np.int64, copy=False)
         if self.scale != 1.0:
             t = np.round(t * self.scale).astype(np.int64)
-        c = self.det[a:b].astype(np.int16, copy=False) if self.det is not None else np.zeros(t.size, np.int16)
-        return t, c
+        if self.det is None:
+            return t, np.zeros(t.size, np.int16)
+        return t, read_range(self.det, a, b).astype(np.int16, copy=False)
 
 
 class _PtuSource:

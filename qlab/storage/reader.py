@@ -19,6 +19,7 @@ import hdf5plugin  # noqa: F401 - registers the Blosc2 filter the raw tags are s
 import numpy as np
 
 from qlab.errors import FileFormatError
+from qlab.storage.chunk_codec import read_range
 from qlab.types import TagChunk
 
 # What h5py, NumPy and json raise for damaged content (h5py maps HDF5 errors to OSError, RuntimeError,
@@ -185,10 +186,11 @@ class RunReader:
         gaps = self.gaps(group)
         n = ts.shape[0]
         for start in range(0, n, chunk_tags):
-            t = ts[start:start + chunk_tags].astype(np.int64)
+            t = read_range(ts, start, start + chunk_tags).astype(np.int64, copy=False)
             if scale != 1.0:
                 t = np.round(t * scale).astype(np.int64)
-            c = det[start:start + chunk_tags].astype(np.int16) if det is not None else np.zeros(t.size, np.int16)
+            c = (read_range(det, start, start + chunk_tags).astype(np.int16, copy=False) if det is not None
+                 else np.zeros(t.size, np.int16))
             t0, t1 = int(t[0]) if t.size else 0, int(t[-1]) + 1 if t.size else 0
             g_in = gaps[(gaps[:, 0] < t1) & (gaps[:, 1] > t0)] if len(gaps) else gaps
             yield TagChunk(t, c, t0, t1, g_in)
