@@ -251,3 +251,45 @@ def test_read_range_decodes_raw_chunks_exactly_and_falls_back_for_other_filters(
             for a, b in [(0, len(values)), (999, 1001), (1500, 3200), (3100, 10**9), (-5, 3), (7, 7)]:
                 lo, hi = max(a, 0), min(b, len(values))
                 assert np.array_equal(read_range(f[name], a, b), values[lo:max(lo, hi)]), (name, a, b)
+
+
+FAULTS_SCRIPT = """
+import resource, sys
+import h5py, hdf5plugin, numpy as np
+from qlab.analysis.allocator import freed_memory_reused
+from qlab.storage.chunk_codec import read_range, write_whole_chunks
+
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+values = np.cumsum(np.random.default_rng(1).integers(1, 10**6, 40 * 65536)).astype(np.int64)
+with h5py.File(sys.argv[1], "w") as f:
+    ds = f.create_dataset("t", shape=values.shape, dtype=np.int64, chunks=(65536,),
+                          **hdf5plugin.Blosc2(cname="zstd", clevel=1, filters=1))
+    write_whole_chunks(ds, 0, values)
+with h5py.File(sys.argv[1], "r") as f:
+    ds = f["t"]
+    buf = np.empty(values.size, np.int64)
+    read_range(ds, 0, values.size, buf)
+    f0 = faults()
+    assert np.array_equal(read_range(ds, 0, values.size, buf), values)
+    plain = faults() - f0
+    with freed_memory_reused():
+        read_range(ds, 0, values.size, buf)
+        f0 = faults()
+        assert np.array_equal(read_range(ds, 0, values.size, buf), values)
+        reused = faults() - f0
+print(plain, reused)
+"""
+
+
+def test_segment_reads_on_an_eagerly_trimming_allocator_keep_their_pages(tmp_path: Path) -> None:
+    # Dask workers run with MALLOC_TRIM_THRESHOLD_=65536: without freed_memory_reused every chunk decode
+    # faulted a fresh 512 KiB buffer in (~129 page faults per chunk).
+    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536", "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", FAULTS_SCRIPT, str(tmp_path / "f.h5")], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    plain, reused = map(int, out.stdout.split())
+    assert plain > 40 * 64  # the eager allocator: pages of every chunk's decode buffer faulted in again
+    assert reused < plain / 4, (plain, reused)

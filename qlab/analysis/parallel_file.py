@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from qlab.analysis.allocator import freed_memory_reused
 from qlab.errors import FileFormatError
 from qlab.storage.chunk_codec import read_range
 from qlab.stream.kernels import channel_histogram
@@ -125,21 +126,29 @@ class _H5Source:
         self.scale = self.reader.timestamps_unit(0) / 1e-12
         self.n = int(self.ts.shape[0])
         self.gaps = self.reader.gaps(0)
+        self._buffers: tuple[np.ndarray, np.ndarray] | None = None
 
     def close(self) -> None:
         self.reader.close()
 
-    def read(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-        """Tags [a, b) as (int64 ps, int16 channels), converted exactly as RunReader.iter_chunks does."""
+    def read(self, a: int, b: int, reuse: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Tags [a, b) as (int64 ps, int16 channels), converted exactly as RunReader.iter_chunks does.
+        ``reuse``: decode into this source's buffers (the result is valid until the next reusing read)."""
         a, b = max(a, 0), min(b, self.n)
         if b <= a:
             return np.zeros(0, np.int64), np.zeros(0, np.int16)
-        t = read_range(self.ts, a, b).astype(np.int64, copy=False)
+        tb = cb = None
+        if reuse:
+            if self._buffers is None or self._buffers[0].size < b - a:
+                self._buffers = (np.empty(b - a, self.ts.dtype),
+                                 np.empty(b - a, self.det.dtype if self.det is not None else np.int16))
+            tb, cb = self._buffers
+        t = read_range(self.ts, a, b, tb).astype(np.int64, copy=False)
         if self.scale != 1.0:
             t = np.round(t * self.scale).astype(np.int64)
         if self.det is None:
             return t, np.zeros(t.size, np.int16)
-        return t, read_range(self.det, a, b).astype(np.int16, copy=False)
+        return t, read_range(self.det, a, b, cb).astype(np.int16, copy=False)
 
 
 class _PtuSource:
@@ -183,7 +192,7 @@ class _PtuSource:
         k, off = self._known
         return off + self.units(k, a) if a >= k else off - self.units(a, k)
 
-    def read(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, a: int, b: int, reuse: bool = False) -> tuple[np.ndarray, np.ndarray]:
         a, b = max(a, 0), min(b, self.n)
         if b <= a:
             return np.zeros(0, np.int64), np.zeros(0, np.int16)
@@ -217,7 +226,7 @@ def _with_context(src: Any, i0: int, i1: int, back_ps: int, fwd_ps: int
     sparse neighbourhood costs a few small reads, never the whole file."""
     lo = max(0, i0 - _CONTEXT_READ)
     hi = min(src.n, i1 + _CONTEXT_READ) if fwd_ps > 0 else i1
-    t, c = src.read(lo, hi)
+    t, c = src.read(lo, hi, reuse=True)  # the previous segment's arrays are no longer used
     n_before = _count_from(src, lo, i0)
     n_seg = _count_from(src, i0, i1)
     if n_seg == 0:
@@ -328,7 +337,8 @@ def run_segment(task: SegmentTask) -> SegmentCounts:
     """Analyse one segment of a file (runs on any worker that sees ``task.path``). Raises FileFormatError
     naming the file for damaged data, as the serial readers do."""
     try:
-        return _run_segment(task)
+        with freed_memory_reused():
+            return _run_segment(task)
     except FileFormatError:
         raise
     except Exception as exc:  # noqa: BLE001 - h5py, ptufile and NumPy raise many types on damaged files

@@ -97,9 +97,6 @@ def _title(node: h5py.Group | h5py.Dataset, key: str) -> None:
     node.attrs["TITLE"] = np.bytes_(SPEC_TITLES[key])
 
 
-# Blosc2 threads per process (read per call; the user's own setting wins). One: the chunks are small enough
-# that a second thread bought no write speed, and it slowed file analysis (each worker process is one core).
-os.environ.setdefault("BLOSC_NTHREADS", "1")
 
 
 def _compression() -> dict[str, Any]:
