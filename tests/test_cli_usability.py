@@ -201,6 +201,16 @@ def test_bench_table_units_and_small_ratios(capsys, monkeypatch) -> None:
     assert "Mbit/s" in next(ln for ln in out.splitlines() if "pa_mbit_s" in ln)
 
 
+def test_bench_quick_analysis_and_pa_run_in_fresh_interpreters() -> None:
+    import qlab.bench
+
+    out = {**qlab.bench.bench_analysis(True), **qlab.bench.bench_pa(True)}
+    assert out["analysis_input_tags"] >= 10_000_000
+    assert out["analysis_workers_1_mtags_s"] > 0 and out["analysis_scaling_2_workers"] > 0
+    assert 0.05 < out["pa_peak_gb_1e7"] < 4  # the spawned child's own peak, not an inherited parent's
+    assert out["pa_seconds_1e7"] > 0 and out["fft_seconds_1e7"] > 0
+
+
 def test_no_record_writes_nothing(capsys, data_dir: Path) -> None:
     rc, out, err = cli(capsys, "run", "delays", "--no-record", "-p", "integration_s=0.3")
     assert rc == 0, err
