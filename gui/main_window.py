@@ -641,7 +641,7 @@ class MainWindow(QMainWindow):
         self.frames_drawn += 1
         if f.seq != self._drawn_seq:
             self._drawn_seq = f.seq
-            self.data_updates_drawn += f.new_tags > 0
+            self.data_updates_drawn += int(f.new_tags > 0)
 
     def _coinc_ticks(self, keys: list[str]) -> list[list[tuple[float, str]]]:
         """One label per bar ("HV": Alice H, Bob V) when there is room, else one per Alice port group."""

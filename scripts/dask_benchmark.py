@@ -54,6 +54,16 @@ def main() -> int:
         if not args.file:
             print(f"writing a {args.tags:.3g}-tag run file ...", file=sys.stderr)
             write_repeated_run_file(path, args.tags)
+        results, seconds = {}, {}
+
+        def measure(name: str, mapper) -> None:
+            results[name] = count_file(path, spec, mapper)  # warm-up
+            seconds[name] = _best(lambda: count_file(path, spec, mapper), args.repeats)
+
+        # The local runs fork their workers, so they go first: a process running the Dask client's threads
+        # must not fork.
+        measure("serial", local_mapper(1))
+        measure("local_2_processes", local_mapper(2, "fork"))
         cluster = None
         if args.scheduler:
             client = distributed.Client(args.scheduler, timeout=60)
@@ -62,12 +72,7 @@ def main() -> int:
                                                dashboard_address=None, host="127.0.0.1")
             client = distributed.Client(cluster, timeout=60)
         try:
-            runs = {"serial": local_mapper(1), "local_2_processes": local_mapper(2, "fork"),
-                    "dask_2_workers": dask_mapper(client)}
-            results, seconds = {}, {}
-            for name, mapper in runs.items():
-                results[name] = count_file(path, spec, mapper)  # warm-up
-                seconds[name] = _best(lambda mapper=mapper: count_file(path, spec, mapper), args.repeats)
+            measure("dask_2_workers", dask_mapper(client))
         finally:
             client.close()
             if cluster is not None:

@@ -152,8 +152,10 @@ def mutated_configs(n: int = 300, seed: int = 14) -> list[tuple[str, str]]:
 
 # -- damaged run files and PTU files ---------------------------------------------------------------------------
 
-def make_good_run_file(path: Path, n_tags: int = 20_000, seed: int = 1) -> Path:
-    """A small complete qlab run file (two chunks of tags, settings, a result)."""
+def make_good_run_file(path: Path, n_tags: int = 150_000, seed: int = 1) -> Path:
+    """A small complete qlab run file (two appends of tags, settings, a result). The default holds two whole
+    HDF5 chunks (compressed by qlab, written directly) and a partial one (compressed by the HDF5 filter), so
+    damage reaches both kinds."""
     import numpy as np
 
     from qlab.storage.runfile import RunFile

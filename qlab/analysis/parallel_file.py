@@ -115,7 +115,7 @@ class SegmentTask:
 # ----------------------------------------------------------------------------------------------- sources
 
 class _H5Source:
-    """Tag ranges of a run / Photon-HDF5 file's first tagger, read by slicing (bounded reads)."""
+    """Tag ranges of a run / Photon-HDF5 file's first tagger (bounded reads through ``read_range``)."""
 
     def __init__(self, path: str):
         from qlab.storage.reader import RunReader

@@ -7,15 +7,16 @@ stream, which turns absolute, increasing timestamps into small differences) are 
 hdf5plugin reader exactly like chunks the filter compressed itself. The filter's own options (shuffle +
 Zstandard) cannot name bytedelta; they still compress the last, partial chunk of a dataset.
 
-Measured with ``qlab bench --only storage`` (Poisson BBM92 streams, 1 ps timestamps): within 2–6 % of the
-entropy bound at 0.4–20 Mcps, against 14–28 % for shuffle + Zstandard alone.
+Measured with ``qlab bench --only storage`` (Poisson BBM92 streams, 1 ps timestamps, timestamps and detector
+channels together): 3–9 % above the entropy bound at 0.4–20 Mcps, against 15–28 % for shuffle + Zstandard
+alone. python-blosc2 is imported on first use: it costs ~0.1 s and starts numexpr's threads.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
-import blosc2
 import h5py
 import numpy as np
 
@@ -24,24 +25,32 @@ import numpy as np
 # worker process per core, lost 10-20 % to it (qlab bench, storage and analysis).
 os.environ.setdefault("BLOSC_NTHREADS", "1")
 
-def _cparams(itemsize: int) -> blosc2.CParams:
-    # bytedelta only pays off on monotonic data (the int64 timestamps); detector channels are random symbols.
-    filters = [blosc2.Filter.SHUFFLE, blosc2.Filter.BYTEDELTA] if itemsize == 8 else [blosc2.Filter.SHUFFLE]
+BLOSC2_FILTER_ID = 32026  # the HDF5 filter id of Blosc2
+
+
+def _cparams(itemsize: int, delta: bool) -> Any:
+    import blosc2
+
+    filters = [blosc2.Filter.SHUFFLE, blosc2.Filter.BYTEDELTA] if delta else [blosc2.Filter.SHUFFLE]
     return blosc2.CParams(codec=blosc2.Codec.ZSTD, clevel=1, typesize=itemsize, filters=filters,
                           filters_meta=[0] * len(filters),
                           nthreads=max(1, int(os.environ.get("BLOSC_NTHREADS", "1"))))
 
 
-def encode_chunk(values: np.ndarray) -> bytes:
-    """One HDF5 chunk's values (C-contiguous) as the Blosc2 frame the HDF5 Blosc2 filter decodes."""
+def encode_chunk(values: np.ndarray, delta: bool) -> bytes:
+    """One HDF5 chunk's values as the Blosc2 frame the HDF5 Blosc2 filter decodes. ``delta``: add bytedelta
+    after the shuffle (for increasing values such as timestamps; random symbols such as channels lose by it)."""
+    import blosc2
+
     values = np.ascontiguousarray(values)
-    return blosc2.SChunk(chunksize=values.nbytes, data=values, cparams=_cparams(values.itemsize)).to_cframe()
+    return blosc2.SChunk(chunksize=values.nbytes, data=values, cparams=_cparams(values.itemsize, delta)).to_cframe()
 
 
-def write_whole_chunks(ds: h5py.Dataset, start: int, values: np.ndarray) -> int:
+def write_whole_chunks(ds: h5py.Dataset, start: int, values: np.ndarray, delta: bool) -> int:
     """Write the whole chunks of ``values`` (1-D) to ``ds`` from element ``start`` (a chunk boundary) directly,
-    bypassing the filter. Returns how many leading values were written (a multiple of the chunk length); the
-    caller writes the rest through the filter. The dataset must already be large enough.
+    bypassing the filter (``delta`` as for ``encode_chunk``). Returns how many leading values were written (a
+    multiple of the chunk length); the caller writes the rest through the filter. The dataset must already be
+    large enough.
 
     Raises ValueError if ``start`` is not on a chunk boundary.
     """
@@ -51,11 +60,8 @@ def write_whole_chunks(ds: h5py.Dataset, start: int, values: np.ndarray) -> int:
     whole = (values.size // chunk_len) * chunk_len
     values = np.asarray(values, dtype=ds.dtype)
     for k in range(0, whole, chunk_len):
-        ds.id.write_direct_chunk((start + k,), encode_chunk(values[k:k + chunk_len]))
+        ds.id.write_direct_chunk((start + k,), encode_chunk(values[k:k + chunk_len], delta))
     return whole
-
-
-BLOSC2_FILTER_ID = 32026
 
 
 def _blosc2_only(ds: h5py.Dataset) -> bool:
@@ -65,34 +71,36 @@ def _blosc2_only(ds: h5py.Dataset) -> bool:
 
 
 def read_range(ds: h5py.Dataset, a: int, b: int, buffer: np.ndarray | None = None) -> np.ndarray:
-    """Elements [a, b) of a 1-D dataset. Blosc2-filtered chunks are read raw and decoded by python-blosc2
-    (which picks the CPU's SIMD shuffle and bytedelta at run time: ~1.4x the filter's speed on bytedelta
-    chunks); any other dataset, and any chunk that does not decode as expected, is read through HDF5, which
-    also raises HDF5's own errors for damaged data.
+    """Elements [a, b) of a 1-D dataset (indices clipped to the dataset). Blosc2-filtered chunks are read raw and
+    decoded by python-blosc2 (which picks the CPU's SIMD shuffle and bytedelta at run time: ~1.4x the filter's
+    speed on bytedelta chunks). Any other dataset is read through HDF5, and so is the whole range when one of
+    its chunks does not decode as expected: HDF5 then raises its own error for damaged data.
 
-    ``buffer``: an array of the dataset's dtype to decode into when it is long enough; the result is then a
-    view of it (valid until the buffer is reused). Reusing one buffer per reader keeps the pages mapped:
+    ``buffer``: a C-contiguous array of the dataset's dtype to decode into when it is long enough; the result is
+    then a view of it (valid until the buffer is reused). Reusing one buffer per reader keeps its pages mapped:
     allocators that return freed memory at once (Dask workers set glibc's MALLOC_TRIM_THRESHOLD_) otherwise
-    fault every new buffer in anew, which made the same analysis 1.7x slower there than in a plain process."""
+    fault every new buffer in anew."""
     a, b = max(a, 0), min(b, ds.shape[0])
     if b <= a or not _blosc2_only(ds):
         return ds[a:b]
+    import blosc2
+
     (chunk_len,) = ds.chunks
-    if buffer is not None and buffer.dtype == ds.dtype and buffer.size >= b - a:
+    if buffer is not None and buffer.dtype == ds.dtype and buffer.size >= b - a and buffer.flags.c_contiguous:
         out = buffer[:b - a]
     else:
         out = np.empty(b - a, ds.dtype)
+    chunk_bytes = chunk_len * ds.dtype.itemsize
     scratch = None  # chunks that stick out of [a, b) are decoded here, the others straight into ``out``
-    # One buffer for the stored chunks and decoding in place: nothing is allocated per chunk.
-    raw = np.empty(2 * chunk_len * ds.dtype.itemsize + (1 << 16), np.uint8)
+    raw = np.empty(0, np.uint8)  # the stored chunks, one after the other (grown once, to the largest)
     try:
         for k0 in range((a // chunk_len) * chunk_len, b, chunk_len):
             size = ds.id.get_chunk_info_by_coord((k0,)).size
             if size > raw.size:
-                raw = np.empty(size, np.uint8)
+                raw = np.empty(max(size, min(2 * size, chunk_bytes + (1 << 16))), np.uint8)
             mask, frame = ds.id.read_direct_chunk((k0,), out=raw)
             schunk = blosc2.schunk_from_cframe(frame[:size], copy=False)
-            if mask != 0 or schunk.nchunks != 1 or schunk.nbytes != chunk_len * ds.dtype.itemsize:
+            if mask != 0 or schunk.nchunks != 1 or schunk.nbytes != chunk_bytes:
                 raise ValueError("not a one-chunk Blosc2 frame of the dataset's chunk size")
             lo, hi = max(a, k0), min(b, k0 + chunk_len)
             if lo == k0 and hi == k0 + chunk_len:

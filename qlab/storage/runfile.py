@@ -97,8 +97,6 @@ def _title(node: h5py.Group | h5py.Dataset, key: str) -> None:
     node.attrs["TITLE"] = np.bytes_(SPEC_TITLES[key])
 
 
-
-
 def _compression() -> dict[str, Any]:
     # The filter's own pipeline (byte shuffle + Zstandard level 1) compresses only the last, partial chunk of a
     # dataset; whole chunks are compressed with bytedelta as well by chunk_codec and written directly.
@@ -241,7 +239,8 @@ class RunFile:
         self._pend_t[i], self._pend_c[i] = [t[whole:]], [c[whole:]]
 
     def _write(self, i: int, t: np.ndarray, c: np.ndarray) -> None:
-        """Write tags at the end of the complete chunks (over a partial chunk written by an earlier flush)."""
+        """Write tags after the complete chunks: whole chunks directly (``chunk_codec``), a remainder (only at
+        close) through the filter."""
         start, stop = self._whole[i], self._whole[i] + t.size
         ts, det = self._ts[i], self._det[i]
         if ts.shape[0] < stop:
@@ -249,8 +248,8 @@ class RunFile:
             det.resize((stop,))
         done = 0
         if start % CHUNK_TAGS == 0:  # always, except after a tail written at close
-            done = write_whole_chunks(ts, start, t)
-            write_whole_chunks(det, start, c)
+            done = write_whole_chunks(ts, start, t, delta=True)
+            write_whole_chunks(det, start, c, delta=False)
         if done < t.size:
             ts[start + done:stop] = t[done:]
             det[start + done:stop] = c[done:]
