@@ -172,3 +172,45 @@ def test_nfold_exact_and_chunking_independent(stream, splits, window, delays) ->
         counter.process(TagChunk(t[a:b], c[a:b], 0, 1))
     counter.process(TagChunk(np.zeros(0, np.int64), np.zeros(0, np.int16), 0, 0), final=True)
     assert counter.counts.tolist() == expected
+
+
+def test_accidentals_exact_over_many_flag_blocks() -> None:
+    """Streams long enough for many of the accidentals kernel's blocks (singles are counted per block there),
+    with partners near the on-peak and off-peak windows at every block edge and an unmapped channel."""
+    from qlab.stream.kernels import FLAG_BLOCK
+
+    rng = np.random.default_rng(11)
+    n = 12 * FLAG_BLOCK + 37
+    t = np.cumsum(rng.integers(1, 30_000, n)).astype(np.int64)
+    t[FLAG_BLOCK::FLAG_BLOCK] = t[FLAG_BLOCK - 1::FLAG_BLOCK][:t[FLAG_BLOCK::FLAG_BLOCK].size] + 9_000
+    t = np.sort(t)
+    c = rng.choice(np.array([0, 1, 2, 3, 9], np.int16), n)  # 9 is not counted
+    delays = {0: 0, 1: 1500, 2: -700, 3: 300}
+    window, acc_off = 2000, -9000
+    half = window // 2
+    idx = {ch: k for k, ch in enumerate(CHANNELS)}
+    tc = t - np.array([delays.get(int(x), 0) for x in c])
+    singles = np.zeros(4, int)
+    coinc = np.zeros((4, 4), int)
+    acc = np.zeros((4, 4), int)
+    reach = abs(acc_off) + half + 2200
+    for j in range(n):
+        if c[j] not in idx:
+            continue
+        singles[idx[c[j]]] += 1
+        for i in range(int(np.searchsorted(t, t[j] - reach)), j):
+            if c[i] not in idx:
+                continue
+            a, b, d = idx[c[i]], idx[c[j]], tc[j] - tc[i]
+            if a > b:
+                a, b, d = b, a, -d
+            coinc[a, b] += abs(d) <= half
+            acc[a, b] += abs(d - acc_off) <= half
+    assert acc.sum() > 50 and coinc.sum() > 50  # both windows see pairs
+    for split in (0, 1, FLAG_BLOCK - 1, 5 * FLAG_BLOCK + 3):
+        cc = CoincidenceCounter(CHANNELS, window, delays, acc_off)
+        cc.process(TagChunk(t[:split], c[:split], 0, 1))
+        cc.process(TagChunk(t[split:], c[split:], 0, 1))
+        assert np.array_equal(cc.total.singles, singles)
+        assert np.array_equal(cc.total.coincidences, coinc)
+        assert np.array_equal(cc.total.accidentals, acc)
