@@ -232,9 +232,11 @@ def write_repeated_run_file(path: str, n_tags: int, seed: int = 7) -> int:
         k = 0
         while n < n_tags:
             t = base.timestamps + k * span
-            for s in range(0, t.size, 1 << 22):
-                rf.append_tags(TagChunk(t[s:s + (1 << 22)], base.channels[s:s + (1 << 22)], k * span + s,
-                                        k * span + s + 1), flush=False)
+            edges = [*range(0, t.size, 1 << 22), t.size]
+            for a, b in zip(edges[:-1], edges[1:], strict=False):  # each piece spans up to the next one's start
+                t0 = base.t_start_ps + k * span if a == 0 else int(t[a])
+                t1 = base.t_stop_ps + k * span if b == t.size else int(t[b])
+                rf.append_tags(TagChunk(t[a:b], base.channels[a:b], t0, t1), flush=False)
             n += t.size
             k += 1
     return n
