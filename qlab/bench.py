@@ -18,7 +18,8 @@ import numpy as np
 from qlab.console import fmt, print_table
 
 
-def _best(fn: Callable[[], Any], repeat: int = 3) -> float:
+def best_seconds(fn: Callable[[], Any], repeat: int = 3) -> float:
+    """The shortest wall time of ``repeat`` calls of ``fn`` (s)."""
     best = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -59,10 +60,10 @@ def bench_coincidence(quick: bool) -> dict[str, float]:
             cc.process(TagChunk(t[k:k + chunk_tags], c[k:k + chunk_tags], 0, 1))
 
     run()  # compile / warm caches
-    dt = _best(run)
-    dt_acc = _best(lambda: run(50_000))
+    dt = best_seconds(run)
+    dt_acc = best_seconds(lambda: run(50_000))
     dst = np.empty_like(t)
-    dt_copy = _best(lambda: np.copyto(dst, t))
+    dt_copy = best_seconds(lambda: np.copyto(dst, t))
 
     def numpy_baseline() -> None:
         # Reference NumPy implementation: for each tag, count partners within ±1 ns via searchsorted.
@@ -71,7 +72,7 @@ def bench_coincidence(quick: bool) -> dict[str, float]:
         np.bincount(c, minlength=9)
         (hi - lo - 1).sum()
 
-    dt_np = _best(numpy_baseline)
+    dt_np = best_seconds(numpy_baseline)
     n = t.size
     return {"coincidence_mtags_s": n / dt / 1e6, "copy_mtags_s": n / dt_copy / 1e6,
             "coincidence_with_accidentals_mtags_s": n / dt_acc / 1e6, "coincidence_accidentals_vs_plain": dt / dt_acc,
@@ -98,7 +99,7 @@ def bench_simulator(quick: bool) -> dict[str, float]:
         best = min(best, time.perf_counter() - t0)
         n = len(chunk)
     dst = np.empty_like(chunk.timestamps)
-    dt_copy = _best(lambda: np.copyto(dst, chunk.timestamps))
+    dt_copy = best_seconds(lambda: np.copyto(dst, chunk.timestamps))
     return {"sim_generation_mtags_s": n / best / 1e6, "sim_generation_vs_copy": dt_copy / best,
             "sim_tag_rate_mcps": n / seconds / 1e6}
 
@@ -147,7 +148,7 @@ def bench_storage(quick: bool) -> dict[str, float]:
         for r in rates:
             chunk = _stream_at(r, tags, seed=11)
             n = len(chunk)
-            dt = _best(lambda chunk=chunk: _write_run_file(path, chunk, 1 << 20), 2)
+            dt = best_seconds(lambda chunk=chunk: _write_run_file(path, chunk, 1 << 20), 2)
             size = os.path.getsize(path)
             bound = _entropy_bound(chunk)
             key = f"{r:g}".replace(".", "p")
@@ -157,7 +158,7 @@ def bench_storage(quick: bool) -> dict[str, float]:
             out[f"storage_{key}mcps_write_mtags_s"] = n / dt / 1e6
             if r == rates[0]:
                 dst = np.empty_like(chunk.timestamps)
-                dt_copy = _best(lambda chunk=chunk, dst=dst: np.copyto(dst, chunk.timestamps))
+                dt_copy = best_seconds(lambda chunk=chunk, dst=dst: np.copyto(dst, chunk.timestamps))
                 step = 20_000  # a live read every 50 ms at 0.4 Mcps; flushed every 10 reads
                 _write_run_file(path, chunk, step, flush_every=max(1, int(0.5 * r * 1e6 / step)))
                 out.update({"storage_bytes_per_tag": size / n, "storage_write_mtags_s": n / dt / 1e6,
@@ -210,9 +211,9 @@ def bench_qkd(quick: bool) -> dict[str, float]:
     n_pa = 10**6 if quick else 10**7
     x = rng.integers(0, 2, n_pa, dtype=np.uint8)
     seed = rng.integers(0, 2, n_pa + n_pa // 2 - 1, dtype=np.uint8)
-    dt = _best(lambda: toeplitz_hash(x, seed, n_pa // 2), 2)
+    dt = best_seconds(lambda: toeplitz_hash(x, seed, n_pa // 2), 2)
     dst = np.empty_like(x)
-    dt_copy = _best(lambda: np.copyto(dst, x))
+    dt_copy = best_seconds(lambda: np.copyto(dst, x))
     out["pa_input_bits"] = n_pa
     out["pa_mbit_s"] = n_pa / dt / 1e6
     out["pa_vs_copy"] = dt_copy / dt
@@ -249,7 +250,7 @@ def _analysis_timings(path: str) -> dict[int, float]:
     channels = tuple(range(1, 9))
     spec = AnalysisSpec(channels, 2000, tuple((c, 1000 * c) for c in channels), 50_000)
     count_file(path, spec, local_mapper(1))  # compile, warm the page cache
-    return {w: _best(lambda w=w: count_file(path, spec, local_mapper(w, "fork")), 3) for w in (1, 2)}
+    return {w: best_seconds(lambda w=w: count_file(path, spec, local_mapper(w, "fork")), 3) for w in (1, 2)}
 
 
 def bench_analysis(quick: bool) -> dict[str, float]:
@@ -306,7 +307,7 @@ def bench_pa(quick: bool) -> dict[str, float]:
         child.kill()
         child.join(10)
     x = np.random.default_rng(2).random(n)
-    dt_fft = _best(lambda: fft.rfft(x, workers=-1), 2)
+    dt_fft = best_seconds(lambda: fft.rfft(x, workers=-1), 2)
     return {f"pa_seconds_{tag}": dt, f"fft_seconds_{tag}": dt_fft, f"pa_vs_fft_{tag}": dt / dt_fft,
             f"pa_peak_gb_{tag}": peak_bytes / 1e9}
 

@@ -17,18 +17,8 @@ import json
 import os
 import sys
 import tempfile
-import time
 
 import numpy as np
-
-
-def _best(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main() -> int:
@@ -45,7 +35,7 @@ def main() -> int:
         print("error: dask.distributed is not installed: pip install 'qlab[cluster]'", file=sys.stderr)
         return 2
     from qlab.analysis.parallel_file import AnalysisSpec, count_file, dask_mapper, local_mapper
-    from qlab.bench import write_repeated_run_file
+    from qlab.bench import best_seconds, write_repeated_run_file
 
     channels = tuple(range(1, 9))
     spec = AnalysisSpec(channels, 2000, tuple((c, 1000 * c) for c in channels), 50_000)
@@ -58,7 +48,7 @@ def main() -> int:
 
         def measure(name: str, mapper) -> None:
             results[name] = count_file(path, spec, mapper)  # warm-up
-            seconds[name] = _best(lambda: count_file(path, spec, mapper), args.repeats)
+            seconds[name] = best_seconds(lambda: count_file(path, spec, mapper), args.repeats)
 
         # The local runs fork their workers, so they go first: a process running the Dask client's threads
         # must not fork.
