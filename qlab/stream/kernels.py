@@ -21,8 +21,9 @@ def _classify(ci, cj, d, half, acc_off):
     """Orient a pair to (a, b) with a <= b (d = t'_j - t'_i, so d_ab = t'_b - t'_a) and say whether it is a
     coincidence (|d_ab| <= half) and an accidental (|d_ab - acc_off| <= half; never when acc_off is 0).
 
-    Scalars only: a Numba helper taking arrays pays reference counting on every call (tens of ns), which
-    made the pair walks cost more than the whole scan; the walks therefore update the matrices themselves.
+    Scalars only: a called Numba helper taking arrays pays reference counting on every call (tens of ns),
+    which made the pair walks cost more than the whole scan; the helpers here are inlined at Numba IR level
+    (``inline="always"``), which removes the call.
     """
     if ci <= cj:
         a, b, dab = ci, cj, d
@@ -31,6 +32,21 @@ def _classify(ci, cj, d, half, acc_off):
     hit_coinc = np.int64(-half <= dab <= half)
     hit_acc = np.int64(acc_off != 0 and -half <= dab - acc_off <= half)
     return a, b, hit_coinc, hit_acc
+
+
+@nb.njit(cache=True, inline="always")
+def _walk_back(tj, cj, tcj, tt, tc, i, reach, lut, delay, half, acc_off, coinc, acc):
+    """Pair tag j (raw time ``tj``, dense channel ``cj``, delay-corrected ``tcj``) with ``tt[i]``, ``tt[i - 1]``,
+    ... while they lie within ``reach`` ps of raw time; returns the index where the walk stopped (-1: it ran
+    off the start of ``tt``). Inlined into the kernels at Numba IR level, so passing arrays costs nothing."""
+    while i >= 0 and tj - tt[i] <= reach:
+        ci = lut[tc[i] + LUT_OFFSET]
+        if ci >= 0:
+            a, b, hc, ha = _classify(ci, cj, tcj - (tt[i] - delay[ci]), half, acc_off)
+            coinc[a, b] += hc
+            acc[a, b] += ha
+        i -= 1
+    return i
 
 
 @nb.njit(cache=True, inline="always")
@@ -63,23 +79,9 @@ def count_chunk(tail_t, tail_c, t, c, lut, delay, half, acc_off, scan, singles, 
         if cj < 0:
             continue
         tcj = tj - delay[cj]
-        i = j - 1
-        while i >= 0 and tj - t[i] <= scan:
-            ci = lut[c[i] + LUT_OFFSET]
-            if ci >= 0:
-                a, b, hc, ha = _classify(ci, cj, tcj - (t[i] - delay[ci]), half, acc_off)
-                coinc[a, b] += hc
-                acc[a, b] += ha
-            i -= 1
+        i = _walk_back(tj, cj, tcj, t, c, j - 1, scan, lut, delay, half, acc_off, coinc, acc)
         if i < 0:  # the walk ran off the chunk's start: continue into the tail
-            k = nt - 1
-            while k >= 0 and tj - tail_t[k] <= scan:
-                ci = lut[tail_c[k] + LUT_OFFSET]
-                if ci >= 0:
-                    a, b, hc, ha = _classify(ci, cj, tcj - (tail_t[k] - delay[ci]), half, acc_off)
-                    coinc[a, b] += hc
-                    acc[a, b] += ha
-                k -= 1
+            _walk_back(tj, cj, tcj, tail_t, tail_c, nt - 1, scan, lut, delay, half, acc_off, coinc, acc)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -130,23 +132,9 @@ def count_chunk_offset(tail_t, tail_c, t, c, lut, delay, half, acc_off, near_sca
             continue
         tj = t[j]
         tcj = tj - delay[cj]
-        i = j - 1
-        while i >= 0 and tj - t[i] <= far_hi:
-            ci = lut[c[i] + LUT_OFFSET]
-            if ci >= 0:
-                a, b, hc, ha = _classify(ci, cj, tcj - (t[i] - delay[ci]), half, acc_off)
-                coinc[a, b] += hc
-                acc[a, b] += ha
-            i -= 1
+        i = _walk_back(tj, cj, tcj, t, c, j - 1, far_hi, lut, delay, half, acc_off, coinc, acc)
         if i < 0:
-            k = nt - 1
-            while k >= 0 and tj - tail_t[k] <= far_hi:
-                ci = lut[tail_c[k] + LUT_OFFSET]
-                if ci >= 0:
-                    a, b, hc, ha = _classify(ci, cj, tcj - (tail_t[k] - delay[ci]), half, acc_off)
-                    coinc[a, b] += hc
-                    acc[a, b] += ha
-                k -= 1
+            _walk_back(tj, cj, tcj, tail_t, tail_c, nt - 1, far_hi, lut, delay, half, acc_off, coinc, acc)
     # flags[8 + q] belongs to tag s0 + q of the block starting at s0 (8 leading bytes keep the 8-byte words
     # aligned with the block while the flag pass writes from 3 tags before it).
     words = np.zeros(FLAG_BLOCK // 8 + 2, np.uint64)
@@ -171,15 +159,7 @@ def count_chunk_offset(tail_t, tail_c, t, c, lut, delay, half, acc_off, near_sca
             if cj < 0:
                 continue
             tj = t[j]
-            tcj = tj - delay[cj]
-            i = j - 1
-            while i >= 0 and tj - t[i] <= far_hi:
-                ci = lut[c[i] + LUT_OFFSET]
-                if ci >= 0:
-                    a, b, hc, ha = _classify(ci, cj, tcj - (t[i] - delay[ci]), half, acc_off)
-                    coinc[a, b] += hc
-                    acc[a, b] += ha
-                i -= 1
+            _walk_back(tj, cj, tj - delay[cj], t, c, j - 1, far_hi, lut, delay, half, acc_off, coinc, acc)
 
 
 @nb.njit(cache=True, nogil=True)
