@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 from pathlib import Path
 
@@ -19,6 +20,18 @@ def sae_client(pki: Path, sae: str, timeout_s: float = 15.0) -> httpx.Client:
     ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
     ctx.load_cert_chain(pki / "sae" / f"{sae}.crt", pki / "sae" / f"{sae}.key")
     return httpx.Client(verify=ctx, timeout=timeout_s)
+
+
+def raw_tls_get(port: int, ctx: ssl.SSLContext) -> bytes | Exception:
+    """The first bytes a KME on loopback answers to a status GET over a TLS connection made with ``ctx``, or
+    the exception the handshake or the read ended with."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+                ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(b"GET /api/v1/keys/SAE_B/status HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            return s.recv(100)
+    except (ssl.SSLError, OSError) as exc:
+        return exc
 
 
 def fill_identical(stores: list[KeyStore], nblocks: int = 3, nbits: int = 2048) -> list[tuple[bytes, np.ndarray]]:

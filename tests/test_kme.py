@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import ssl
 import stat
 import subprocess
@@ -32,7 +31,7 @@ from qlab.kme.service import KmeService
 from qlab.qkd.bbm92 import QkdParams
 from qlab.qkd.keystore import KeyRange, KeyStore, Purpose, RangeUnavailable
 from qlab.qkd.pipeline import distill
-from tests.kme_helpers import fill_identical, sae_client, write_configs
+from tests.kme_helpers import fill_identical, raw_tls_get, sae_client, write_configs
 from tests.simlab_helpers import calibrated_delays, set_visibility
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,16 +165,6 @@ def test_unpaired_or_unregistered_sae_gets_401(kmes, saes) -> None:
     assert r.status_code == 401 and "SAE_X" in r.json()["message"]
 
 
-def _raw_tls_get(port: int, ctx: ssl.SSLContext) -> bytes | Exception:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
-                ctx.wrap_socket(raw, server_hostname="localhost") as s:
-            s.sendall(b"GET /api/v1/keys/SAE_B/status HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            return s.recv(100)
-    except (ssl.SSLError, OSError) as exc:
-        return exc
-
-
 def test_tls_layer_refuses_clients_without_a_ca_signed_certificate(kmes, pki, tmp_path) -> None:
     kme_a, _, url_a, _ = kmes(lambda a, b: fill_identical([a, b], nblocks=1))
     port = kme_a.https.address[1]
@@ -185,9 +174,9 @@ def test_tls_layer_refuses_clients_without_a_ca_signed_certificate(kmes, pki, tm
     foreign_cert.load_cert_chain(foreign / "sae" / "SAE_A.crt", foreign / "sae" / "SAE_A.key")
     good = ssl.create_default_context(cafile=str(pki / "ca.crt"))
     good.load_cert_chain(pki / "sae" / "SAE_A.crt", pki / "sae" / "SAE_A.key")
-    assert _raw_tls_get(port, good).startswith(b"HTTP/1.1 200")
+    assert raw_tls_get(port, good).startswith(b"HTTP/1.1 200")
     for ctx in (no_cert, foreign_cert):
-        result = _raw_tls_get(port, ctx)
+        result = raw_tls_get(port, ctx)
         assert isinstance(result, Exception) or result == b"", result  # no HTTP response: refused in TLS
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url_a}/SAE_B/status", verify=no_cert, timeout=5)

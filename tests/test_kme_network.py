@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from qlab.network.keys import block_of
 from qlab.network.kme_node import ensure_pki
 from qlab.network.launcher import NetworkProcesses, prepare_config
 from qlab.qkd.keystore import KeyRange, KeyStore
-from tests.kme_helpers import sae_client
+from tests.kme_helpers import raw_tls_get, sae_client
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = {"key_management": {"block_duration_s": 3.0, "sync_duration_s": 1.0}}
@@ -113,16 +112,6 @@ def _keys(r: httpx.Response) -> list[tuple[str, bytes]]:
     return [(k["key_ID"], base64.b64decode(k["key"])) for k in r.json()["keys"]]
 
 
-def _raw_tls_get(port: int, ctx: ssl.SSLContext) -> bytes | Exception:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
-                ctx.wrap_socket(raw, server_hostname="localhost") as s:
-            s.sendall(b"GET /api/v1/keys/SAE_B/status HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            return s.recv(100)
-    except (ssl.SSLError, OSError) as exc:
-        return exc
-
-
 def test_two_saes_get_the_same_committed_qkd_key_through_the_nodes_kmes(net: Net) -> None:
     st = net.wait_kme("alice", "SAE_A", "SAE_B", min_keys=4)
     assert st["source_KME_ID"] == "KME_alice" and st["target_KME_ID"] == "KME_bob" and st["key_size"] == 256
@@ -154,7 +143,7 @@ def test_two_saes_get_the_same_committed_qkd_key_through_the_nodes_kmes(net: Net
     # no client certificate: the TLS handshake fails, no HTTP response
     no_cert = ssl.create_default_context(cafile=str(net.pki / "ca.crt"))
     port = int(net.url["alice"].split(":")[2].split("/")[0])
-    result = _raw_tls_get(port, no_cert)
+    result = raw_tls_get(port, no_cert)
     assert isinstance(result, Exception) or result == b"", result
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{net.url['alice']}/SAE_B/status", verify=no_cert, timeout=5)

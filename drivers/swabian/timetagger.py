@@ -28,6 +28,32 @@ from qlab.types import Identification, TagChunk
 TIME_TAG, ERROR, OVERFLOW_BEGIN, OVERFLOW_END, MISSED_EVENTS = 0, 1, 2, 3, 4
 
 
+class ArrayStreamBuffer:
+    """The SDK's ``TimeTagStreamBuffer`` reading interface over plain arrays, for the SDK stand-ins (the
+    simulated SDK and its remote client): timestamps (int64 ps), channels, event types and missed-event
+    counts; ``tStart``/``tGetData`` the covered span (ps)."""
+
+    def __init__(self, ts: np.ndarray, ch: np.ndarray, types: np.ndarray, has_overflows: bool, t_start: int,
+                 t_stop: int, missed: np.ndarray | None = None):
+        self._ts, self._ch, self._types = ts, ch, types
+        self.size = int(ts.size)
+        self._missed = missed
+        self.hasOverflows = bool(has_overflows)
+        self.tStart, self.tGetData = int(t_start), int(t_stop)
+
+    def getTimestamps(self) -> np.ndarray:  # noqa: N802
+        return self._ts
+
+    def getChannels(self) -> np.ndarray:  # noqa: N802
+        return self._ch
+
+    def getEventTypes(self) -> np.ndarray:  # noqa: N802
+        return self._types
+
+    def getMissedEvents(self) -> np.ndarray:  # noqa: N802
+        return self._missed if self._missed is not None else np.zeros(self.size, np.uint16)
+
+
 class SwabianTimeTagger(TimeTagger):
     model = "Swabian Time Tagger"
     transport_kind = "sdk"

@@ -15,8 +15,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
-from qlab.drivers.swabian.timetagger import SwabianTimeTagger
+from qlab.drivers.swabian.timetagger import ArrayStreamBuffer, SwabianTimeTagger
 
 from qlab.transport.sdk_rpc import SdkRpcClient
 
@@ -89,28 +88,11 @@ class _RemoteStream:
     def stop(self) -> None:
         self.rpc.call("stream_stop")
 
-    def getData(self) -> _RemoteBuffer:  # noqa: N802
-        return _RemoteBuffer(self.rpc.call("get_data"))
+    def getData(self) -> ArrayStreamBuffer:  # noqa: N802
+        return _remote_buffer(self.rpc.call("get_data"))
 
 
-class _RemoteBuffer:
+def _remote_buffer(data: dict[str, Any]) -> ArrayStreamBuffer:
     """A ``TimeTagStreamBuffer`` rebuilt from one reply."""
-
-    def __init__(self, data: dict[str, Any]):
-        self._ts, self._ch, self._types = data["ts"], data["ch"], data["types"]
-        self.size = int(self._ts.size)
-        self._missed = data.get("missed")
-        self.hasOverflows = bool(data["has_overflows"])
-        self.tStart, self.tGetData = int(data["t_start"]), int(data["t_stop"])
-
-    def getTimestamps(self) -> np.ndarray:  # noqa: N802
-        return self._ts
-
-    def getChannels(self) -> np.ndarray:  # noqa: N802
-        return self._ch
-
-    def getEventTypes(self) -> np.ndarray:  # noqa: N802
-        return self._types
-
-    def getMissedEvents(self) -> np.ndarray:  # noqa: N802
-        return self._missed if self._missed is not None else np.zeros(self.size, np.uint16)
+    return ArrayStreamBuffer(data["ts"], data["ch"], data["types"], data["has_overflows"], data["t_start"],
+                             data["t_stop"], data.get("missed"))

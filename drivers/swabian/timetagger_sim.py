@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from qlab.drivers.swabian.timetagger import OVERFLOW_BEGIN, OVERFLOW_END, SwabianTimeTagger
+from qlab.drivers.swabian.timetagger import OVERFLOW_BEGIN, OVERFLOW_END, ArrayStreamBuffer, SwabianTimeTagger
 
 from qlab.sim.faults import FaultInjectable, lost_chunk
 from qlab.types import TagChunk
@@ -66,37 +66,22 @@ class _SimTagger:
         return self.levels[ch]
 
 
-class _SimBuffer:
-    def __init__(self, chunk: TagChunk, channels: set[int], all_inputs: set[int]):
-        ts, ch = chunk.timestamps, chunk.channels.astype(np.int32)
-        if not channels >= all_inputs:  # filtering costs a pass over the data; skip it when nothing is excluded
-            keep = np.isin(ch, list(channels))
-            ts, ch = ts[keep], ch[keep]
-        types = np.zeros(ts.size, np.uint8)
-        if len(chunk.gaps):
-            g = chunk.gaps
-            ts = np.concatenate([ts, g[:, 0], g[:, 1]])
-            ch = np.concatenate([ch, np.zeros(2 * len(g), np.int32)])
-            types = np.concatenate([types, np.full(len(g), OVERFLOW_BEGIN, np.uint8),
-                                    np.full(len(g), OVERFLOW_END, np.uint8)])
-            order = np.argsort(ts, kind="stable")
-            ts, ch, types = ts[order], ch[order], types[order]
-        self._ts, self._ch, self._types = ts, ch, types
-        self.size = int(ts.size)
-        self.hasOverflows = bool(len(chunk.gaps))
-        self.tStart, self.tGetData = chunk.t_start_ps, chunk.t_stop_ps
-
-    def getTimestamps(self) -> np.ndarray:  # noqa: N802
-        return self._ts
-
-    def getChannels(self) -> np.ndarray:  # noqa: N802
-        return self._ch
-
-    def getEventTypes(self) -> np.ndarray:  # noqa: N802
-        return self._types
-
-    def getMissedEvents(self) -> np.ndarray:  # noqa: N802
-        return np.zeros(self.size, np.uint16)
+def _sim_buffer(chunk: TagChunk, channels: set[int], all_inputs: set[int]) -> ArrayStreamBuffer:
+    """The SDK's stream buffer for one simulated chunk: tags of ``channels`` plus overflow begin/end events."""
+    ts, ch = chunk.timestamps, chunk.channels.astype(np.int32)
+    if not channels >= all_inputs:  # filtering costs a pass over the data; skip it when nothing is excluded
+        keep = np.isin(ch, list(channels))
+        ts, ch = ts[keep], ch[keep]
+    types = np.zeros(ts.size, np.uint8)
+    if len(chunk.gaps):
+        g = chunk.gaps
+        ts = np.concatenate([ts, g[:, 0], g[:, 1]])
+        ch = np.concatenate([ch, np.zeros(2 * len(g), np.int32)])
+        types = np.concatenate([types, np.full(len(g), OVERFLOW_BEGIN, np.uint8),
+                                np.full(len(g), OVERFLOW_END, np.uint8)])
+        order = np.argsort(ts, kind="stable")
+        ts, ch, types = ts[order], ch[order], types[order]
+    return ArrayStreamBuffer(ts, ch, types, bool(len(chunk.gaps)), chunk.t_start_ps, chunk.t_stop_ps)
 
 
 class _SimStream:
@@ -109,19 +94,19 @@ class _SimStream:
     def stop(self) -> None:
         self.tagger.lab.stop_stream(self.tagger.name)
 
-    def getData(self) -> _SimBuffer:  # noqa: N802
+    def getData(self) -> ArrayStreamBuffer:  # noqa: N802
         sdk = self.tagger.sdk
         sdk.check_call()
         fault = sdk.active_fault()
         lab, name = self.tagger.lab, self.tagger.name
         if fault == "silent":  # the device delivers nothing and its time does not advance
             t = lab.taggers[name].t_read_ps
-            return _SimBuffer(TagChunk(np.zeros(0, np.int64), np.zeros(0, np.int16), t, t), self.channels,
+            return _sim_buffer(TagChunk(np.zeros(0, np.int64), np.zeros(0, np.int16), t, t), self.channels,
                               set(self.tagger.inputs))
         chunk = lab.read_tags(name)
         if fault == "overflow":
             chunk = lost_chunk(chunk)
-        buf = _SimBuffer(chunk, self.channels, set(self.tagger.inputs))
+        buf = _sim_buffer(chunk, self.channels, set(self.tagger.inputs))
         if fault == "garbage" and buf.size:
             rng = np.random.default_rng(sdk.faults.rng.getrandbits(32))
             buf._ts = rng.integers(-(1 << 62), 1 << 62, buf.size)
