@@ -43,6 +43,7 @@ from qlab.qkd.bbm92 import PORTS, QkdParams
 from qlab.qkd.channel import AuthenticatedChannel, SocketPipe
 from qlab.qkd.keystore import lab_authenticators
 from qlab.storage.runfile import RunFile
+from qlab.transport.listen import accepted
 from qlab.transport.tcp import parse_host_port
 
 log = logging.getLogger(__name__)
@@ -372,13 +373,7 @@ class Node:
         conns: queue.Queue[socket.socket] = queue.Queue()
 
         def accept() -> None:
-            while not self.stop_event.is_set():
-                try:
-                    conn, _ = srv.accept()
-                except TimeoutError:
-                    continue
-                except OSError:
-                    return
+            for conn in accepted(srv, self.stop_event):
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 cur = self._current_sock
                 if cur is not None:  # the peer reconnected: the old session is dead

@@ -13,6 +13,8 @@ import socket
 import threading
 import time
 
+from qlab.transport.listen import accepted
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -70,13 +72,7 @@ class TcpProxy:
             t.join(2)
 
     def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = self._srv.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
+        for client in accepted(self._srv, self._stop):
             if self.down:
                 client.close()
                 continue

@@ -30,6 +30,7 @@ from qlab.errors import QlabError
 from qlab.sim.model import SimLab
 from qlab.sim.registry import simulator_class
 from qlab.sim.serve import serve_connection
+from qlab.transport.listen import accepted
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 5.0
@@ -229,13 +230,7 @@ class LabServer:
 
     def _accept(self, device: Any, srv: socket.socket) -> None:
         """One client at a time, like the serial port or the single control connection of the real device."""
-        while not self._stop.is_set():
-            try:
-                conn, _ = srv.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
+        for conn in accepted(srv, self._stop):
             serve_connection(device, conn, self._stop)
 
 

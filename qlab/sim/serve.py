@@ -17,6 +17,7 @@ import tty
 from typing import Any
 
 from qlab.errors import QlabError
+from qlab.transport.listen import accepted
 
 
 def _device(model: str, config: str | None, name: str | None) -> tuple[Any, Any]:
@@ -141,11 +142,7 @@ def serve(model: str, config: str | None = None, pty: bool = False, tcp_port: in
     if ready:
         ready.set()
     try:
-        while not stop.is_set():
-            try:
-                conn, _ = srv.accept()
-            except TimeoutError:
-                continue
+        for conn in accepted(srv, stop):
             serve_connection(dev, conn, stop)
             time.sleep(0.01)
     except KeyboardInterrupt:
@@ -160,9 +157,5 @@ def serve_clients(port: int, stop: threading.Event, session) -> None:
     srv = socket.create_server(("127.0.0.1", port))
     srv.settimeout(0.2)
     with srv:
-        while not stop.is_set():
-            try:
-                conn, _ = srv.accept()
-            except TimeoutError:
-                continue
+        for conn in accepted(srv, stop):
             threading.Thread(target=session, args=(conn, stop), daemon=True).start()
