@@ -38,7 +38,6 @@ from qlab.network.keys import LinkKeyStore
 from qlab.qkd.keystore import KeyRange
 
 if TYPE_CHECKING:
-    from qlab.kme.manager import KeyManager
     from qlab.network.config import NetworkDescription
 
 log = logging.getLogger(__name__)
@@ -139,31 +138,20 @@ class NodeKme:
     in threads of the node process. ``start`` raises QlabError / OSError (port in use)."""
 
     def __init__(self, desc: NetworkDescription, node: str, store: LinkKeyStore, listen: str | None = None):
-        from qlab.kme.app import create_app
-        from qlab.kme.journal import Journal
-        from qlab.kme.manager import KeyManager
+        from qlab.kme.service import KmeService
 
         self.node = node
         self.config = node_kme_config(desc, node, store.dir, listen)
-        self.psk = kme_link_key(pair_keys_dir(desc, node))
-        self.manager: KeyManager = KeyManager(self.config, DeliverableStore(store), Journal(self.config.journal))
-        self.app = create_app(self.manager)
-        self.https: Any = None
-        self.peer_server: Any = None
+        assert self.config.peer is not None
+        self.service = KmeService(self.config, DeliverableStore(store), kme_link_key(pair_keys_dir(desc, node)))
+        self.manager = self.service.manager
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
 
     def start(self) -> NodeKme:
-        from qlab.kme.peer import PeerServer, TcpPeerLink
-        from qlab.kme.server import HttpsServer
-
-        c = self.config
-        assert c.peer is not None
-        self.peer_server = PeerServer(self.manager.handle_peer, *c.peer.listen, self.psk).start()
-        self.manager.peer = TcpPeerLink(*c.peer.connect, self.psk, c.peer.timeout_s)
-        self.https = HttpsServer(self.app, *c.listen, c.tls).start()
+        self.service.start(flush_now=False)
         # releases recovered from the journal (a crash between reservation and delivery) reach the peer as
-        # soon as it answers: now, or from this thread, or with the next key request
+        # soon as it answers: from this thread, or with the next key request
         self._flusher = threading.Thread(target=self._flush_loop, name=f"{self.node}-kme-flush", daemon=True)
         self._flusher.start()
         return self
@@ -179,6 +167,10 @@ class NodeKme:
             self._stop.wait(0.5)
 
     @property
+    def https(self) -> Any:
+        return self.service.https
+
+    @property
     def url(self) -> str:
         host, port = self.https.address
         return f"https://{host}:{port}/api/v1/keys"
@@ -190,12 +182,7 @@ class NodeKme:
 
     def stop(self) -> None:
         self._stop.set()
-        if self.https is not None:
-            self.https.stop()
-        if self.peer_server is not None:
-            self.peer_server.stop()
-        if self.manager.peer is not None:
-            self.manager.peer.close()
+        self.service.stop()
         if self._flusher is not None:
             self._flusher.join(5)
 
