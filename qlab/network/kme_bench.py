@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from qlab.kme.bench import latency_ms, sae_context
+from qlab.kme.bench import key_pair_latencies, latency_ms, sae_context
 from qlab.network.kme_node import ensure_pki
 from qlab.network.launcher import NetworkProcesses, prepare_config
 
@@ -58,22 +58,9 @@ def run(config: Path, duration_s: float = 120.0, requests: int = 100,
 
                 net.wait_for(lambda: stored() >= requests + 10, duration_s, "a deliverable block")
                 out["first_deliverable_after_s"] = round(time.monotonic() - t0, 1)
-                enc, dec = [], []
-                t = time.perf_counter()
-                for _ in range(requests):
-                    t1 = time.perf_counter()
-                    r = sa.get(f"{ua}/{sae_b}/enc_keys", params={"number": 1, "size": 256})
-                    enc.append(time.perf_counter() - t1)
-                    r.raise_for_status()
-                    kid = r.json()["keys"][0]["key_ID"]
-                    t1 = time.perf_counter()
-                    r2 = sb.get(f"{ub}/{sae_a}/dec_keys", params={"key_ID": kid})
-                    dec.append(time.perf_counter() - t1)
-                    if r2.json()["keys"][0]["key"] != r.json()["keys"][0]["key"]:
-                        raise AssertionError("the two SAEs got different keys")
-                out["enc_keys_1x256_keepalive"] = latency_ms(enc)
-                out["dec_keys_1x256_keepalive"] = latency_ms(dec)
-                out["kme_capacity_keys_per_s_enc_and_dec"] = round(requests / (time.perf_counter() - t), 1)
+                lat = key_pair_latencies(sa, sb, ua, ub, sae_a, sae_b, requests)
+                out["kme_capacity_keys_per_s_enc_and_dec"] = lat.pop("rounds_per_s")
+                out.update(lat)
                 fresh = []
                 for _ in range(max(1, requests // 5)):
                     t1 = time.perf_counter()
