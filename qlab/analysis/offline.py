@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -164,12 +164,7 @@ def analyze_file(path: str | Path, roles: str | None = None, window_ps: int | No
         delays: dict[int, float] = {ch: 0.0 for ch in channels}
         first: list[TagChunk] = []
         if find:
-            n = 0
-            for chunk in stream:
-                first.append(chunk)
-                n += len(chunk)
-                if n >= delay_search_tags:
-                    break
+            first = _head(stream, delay_search_tags)
             sample = TagChunk.concatenate(first) if first else None
             _require_events(sample, role_map, path)
             ref = role_map.get("alice.H", channels[0])
@@ -282,19 +277,25 @@ def _count_in_segments(path: str | Path, role_map: dict[str, int], channels: lis
     return fc.counts.channel_events, res, (fc.counts.nfold if groups else None), delays
 
 
+def _head(stream: Iterable[TagChunk], n_tags: int) -> list[TagChunk]:
+    """The chunks of ``stream`` up to and including the one that brings the count to ``n_tags`` tags."""
+    first: list[TagChunk] = []
+    n = 0
+    for chunk in stream:
+        first.append(chunk)
+        n += len(chunk)
+        if n >= n_tags:
+            break
+    return first
+
+
 def _delay_task(item: tuple[str, list[int], int, int, bool]) -> tuple[np.ndarray, int, dict[int, float]]:
     """--find-delays on the first ``n`` tags of a file, read as the serial pass reads them (runs on a worker).
     Returns (events per channel of the sample, its size, delays); delays are empty when a channel has none."""
     path, channels, ref, n_tags, allow_truncated = item
     stream, closer = open_stream(path, allow_truncated)
-    first: list[TagChunk] = []
     try:
-        n = 0
-        for chunk in stream:
-            first.append(chunk)
-            n += len(chunk)
-            if n >= n_tags:
-                break
+        first = _head(stream, n_tags)
     finally:
         if closer is not None:
             closer.close()

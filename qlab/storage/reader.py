@@ -237,27 +237,24 @@ class RunReader:
         text = attrs.get(key, default)
         if not isinstance(text, str):
             raise FileFormatError(str(self.path), f"metadata attribute {key!r} is not JSON text")
+        return self._parse_json(text, f"metadata attribute {key!r}", kind)
+
+    def _parse_json(self, text: str, where: str, kind: type) -> Any:
+        """``text`` parsed as JSON of type ``kind``; FileFormatError naming the file and ``where`` otherwise."""
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise FileFormatError(str(self.path), f"metadata attribute {key!r} is broken JSON ({exc})") from None
+            raise FileFormatError(str(self.path), f"{where} is broken JSON ({exc})") from None
         if not isinstance(value, kind):
-            raise FileFormatError(str(self.path), f"metadata attribute {key!r} is not a JSON {kind.__name__}")
+            name = {dict: "an object", list: "an array"}.get(kind, f"a {kind.__name__}")
+            raise FileFormatError(str(self.path), f"{where} is not JSON {name}")
         return value
 
     def _json_log(self, name: str) -> list[dict[str, Any]]:
         if not self.is_qlab or name not in self.f["user/qlab"]:
             return []
-        out = []
-        for i, text in enumerate(self.f["user/qlab"][name].asstr()[()]):
-            try:
-                entry = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise FileFormatError(str(self.path), f"/user/qlab/{name}[{i}] is broken JSON ({exc})") from None
-            if not isinstance(entry, dict):
-                raise FileFormatError(str(self.path), f"/user/qlab/{name}[{i}] is not a JSON object")
-            out.append(entry)
-        return out
+        return [self._parse_json(text, f"/user/qlab/{name}[{i}]", dict)
+                for i, text in enumerate(self.f["user/qlab"][name].asstr()[()])]
 
     @_reading("settings log")
     def settings_log(self) -> list[dict[str, Any]]:
