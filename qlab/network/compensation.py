@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qlab import optics
-from qlab.stream.kernels import pair_indices
+from qlab.stream.kernels import pairs_within
 
 
 @dataclass
@@ -49,15 +49,9 @@ def probe_qber(t_bob: np.ndarray, p_bob: np.ndarray, t_alice_in_bob: np.ndarray,
     half = int(window_ps // 2)
     a = np.ascontiguousarray(t_alice_in_bob, np.int64)
     b = np.ascontiguousarray(t_bob, np.int64)
-    cap = max(1024, 4 * min(a.size, b.size) + 16)
-    while True:
-        oi, oj = np.empty(cap, np.int64), np.empty(cap, np.int64)
-        m = pair_indices(a, b, -half, half, oi, oj)
-        if m >= 0:
-            break
-        cap *= 4
-    pa = np.asarray(p_alice)[oi[:m]].astype(np.int64)
-    pb = np.asarray(p_bob)[oj[:m]].astype(np.int64)
+    oi, oj = pairs_within(a, b, -half, half)
+    pa = np.asarray(p_alice)[oi].astype(np.int64)
+    pb = np.asarray(p_bob)[oj].astype(np.int64)
     basis_a, basis_b = pa // 2, pb // 2
     bit_err = (pa % 2) != (pb % 2)
     if anti_correlated:
@@ -69,7 +63,7 @@ def probe_qber(t_bob: np.ndarray, p_bob: np.ndarray, t_alice_in_bob: np.ndarray,
         sel = (basis_a == basis) & (basis_b == basis)
         n = int(sel.sum())
         out.append((None if n == 0 else float(bit_err[sel].mean()), n))
-    return ProbeResult(out[0][0], out[1][0], out[0][1], out[1][1], int(m), counts)
+    return ProbeResult(out[0][0], out[1][0], out[0][1], out[1][1], int(oi.size), counts)
 
 
 @dataclass

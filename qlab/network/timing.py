@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qlab.stream.clocksync import ClockSync, ClockTracker, find_clock_offset
-from qlab.stream.kernels import pair_indices
+from qlab.stream.kernels import pairs_within
 from qlab.types import TagChunk
 
 
@@ -119,15 +119,9 @@ class LinkClock:
         ends = [tr.model(float(alice_t[0])), tr.model(float(alice_t[-1]))]
         half = tr.window_ps / 2
         lo, hi = int(np.floor(min(ends) - 2 * half)), int(np.ceil(max(ends) + 2 * half))
-        cap = max(1024, 4 * alice_t.size)
-        while True:
-            out_i, out_j = np.empty(cap, np.int64), np.empty(cap, np.int64)
-            m = pair_indices(alice_t, bob_t, lo, hi, out_i, out_j)
-            if m >= 0:
-                break
-            cap *= 4
-        t = alice_t[out_i[:m]].astype(np.float64)
-        resid = (bob_t[out_j[:m]] - alice_t[out_i[:m]]).astype(np.float64) - tr.model(t)
+        out_i, out_j = pairs_within(alice_t, bob_t, lo, hi)
+        t = alice_t[out_i].astype(np.float64)
+        resid = (bob_t[out_j] - alice_t[out_i]).astype(np.float64) - tr.model(t)
         near = np.abs(resid) <= half
         if near.sum() < 100 or np.ptp(t[near]) < 1e12:
             return

@@ -32,7 +32,7 @@ from qlab.qkd.channel import AuthenticatedChannel, AuthenticationError
 from qlab.qkd.finite_key import key_length, statistical_deviation
 from qlab.qkd.squash import csprng_bits, squash
 from qlab.qkd.toeplitz import toeplitz_hash
-from qlab.stream.kernels import pair_indices
+from qlab.stream.kernels import pairs_within
 
 PORTS = {"H": 0, "V": 1, "D": 2, "A": 3}
 HASH_BITS = 64  # one verification or confirmation hash
@@ -92,14 +92,7 @@ def match_clicks(t_alice: np.ndarray, t_bob: np.ndarray, window_ps: int) -> tupl
     """One-to-one pairs (index in Alice's list, index in Bob's) with |Δt| ≤ window/2; multiple candidates
     of one click are dropped (they cannot be attributed)."""
     half = window_ps // 2
-    cap = max(1024, 2 * min(t_alice.size, t_bob.size))
-    while True:
-        out_i, out_j = np.empty(cap, np.int64), np.empty(cap, np.int64)
-        m = pair_indices(t_alice, t_bob, -half, half, out_i, out_j)
-        if m >= 0:
-            break
-        cap *= 4
-    ia, ib = out_i[:m], out_j[:m]
+    ia, ib = pairs_within(t_alice, t_bob, -half, half)
     ua, ca = np.unique(ia, return_counts=True)
     ub, cb = np.unique(ib, return_counts=True)
     single = np.isin(ia, ua[ca == 1]) & np.isin(ib, ub[cb == 1])

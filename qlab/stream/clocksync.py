@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qlab.errors import AnalysisError
-from qlab.stream.kernels import pair_indices
+from qlab.stream.kernels import pairs_within
 from qlab.types import TagChunk
 
 
@@ -33,15 +33,9 @@ class ClockSync:
 
 
 def _differences(ta: np.ndarray, tb: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
-    cap = max(1024, 4 * ta.size)
-    while True:
-        out_i = np.empty(cap, np.int64)
-        out_j = np.empty(cap, np.int64)
-        m = pair_indices(ta, tb, int(np.floor(lo)), int(np.ceil(hi)), out_i, out_j)
-        if m >= 0:
-            t = ta[out_i[:m]]
-            return t, tb[out_j[:m]] - t
-        cap *= 4
+    out_i, out_j = pairs_within(ta, tb, int(np.floor(lo)), int(np.ceil(hi)))
+    t = ta[out_i]
+    return t, tb[out_j] - t
 
 
 def coarse_offset(ta: np.ndarray, tb: np.ndarray, search_ps: float = 5e11, bin_ps: float = 1e6,

@@ -294,3 +294,15 @@ def pair_indices(ta, tb, lo, hi, out_i, out_j):
             m += 1
             j += 1
     return m
+
+
+def pairs_within(ta: np.ndarray, tb: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index arrays (i, j) of every pair of sorted int64 streams with tb[j] - ta[i] in [lo, hi] (ps);
+    ``pair_indices`` with outputs grown until they hold all pairs."""
+    cap = max(1024, 4 * min(ta.size, tb.size) + 16)
+    while True:
+        out_i, out_j = np.empty(cap, np.int64), np.empty(cap, np.int64)
+        m = pair_indices(ta, tb, lo, hi, out_i, out_j)
+        if m >= 0:
+            return out_i[:m], out_j[:m]
+        cap *= 4
