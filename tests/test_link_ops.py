@@ -259,3 +259,16 @@ def test_operations_thresholds_need_a_hysteresis_band(tmp_path: Path) -> None:
     line = next(i for i, s in enumerate(text.splitlines(), start=1) if s.strip().startswith("qber_ok:"))
     with pytest.raises(ConfigError, match=rf"network.yaml:{line}: operations.qber_ok: must be below"):
         load_network(bad)
+
+
+def test_event_sequence_numbers_keep_rising_past_the_retained_window() -> None:
+    from qlab.network.telemetry import EVENTS_KEPT
+
+    metrics = LinkMetrics("alice", "bob")
+    for k in range(EVENTS_KEPT + 50):
+        metrics.on_event("alarm", {"reason": f"a{k}"})
+    tail = metrics.events_since(EVENTS_KEPT + 45)
+    assert [e["seq"] for e in tail] == list(range(EVENTS_KEPT + 45, EVENTS_KEPT + 50))
+    assert [e["reason"] for e in tail][-1] == f"a{EVENTS_KEPT + 49}"
+    assert len(metrics.events_since(0)) == EVENTS_KEPT  # the oldest were dropped, the rest keep their numbers
+    assert metrics.events_since(EVENTS_KEPT + 50) == []

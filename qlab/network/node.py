@@ -257,7 +257,6 @@ class Node:
         self.sessions_opened = 0  # sessions that got past the hello (the peer answered)
         self.started_at = time.time()
         self.last_error = ""
-        self.events: list[dict[str, Any]] = []
         self._threads: list[threading.Thread] = []
         self._current_sock: socket.socket | None = None
         self.monitor = LinkMonitor(desc.config.operations, desc.config.slo, self.emit,
@@ -270,9 +269,7 @@ class Node:
     # -- events ------------------------------------------------------------------------------------------------
     def emit(self, kind: str, data: dict[str, Any]) -> None:
         """Record an event in the run file and hand it to every listener (telemetry hook)."""
-        rec = {"time": time.time(), "kind": kind, **data}
         if kind != "rates":
-            self.events.append(rec)
             log.info("%s: %s %s", self.name, kind, json.dumps(data, default=str)[:300])
         with self._rf_lock:
             if self.run_file is not None and not self.run_file.closed:

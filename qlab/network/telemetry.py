@@ -30,6 +30,7 @@ from qlab.network.ops import PORT_NAMES, STATES
 
 BASES = ("Z", "X")
 TIMELINE_LEN = 3600  # one hour of per-second samples
+EVENTS_KEPT = 2000  # the most recent events /events can serve
 
 
 class LinkMetrics:
@@ -80,15 +81,16 @@ class LinkMetrics:
         self.current_state = "STARTING"
         self.last: dict[str, Any] = {"qber_z": None, "qber_x": None, "key_rate_bps": 0.0, "store_bits": 0}
         self.timeline: deque[dict[str, Any]] = deque(maxlen=TIMELINE_LEN)
-        self.events: list[dict[str, Any]] = []
+        self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
+        self._next_seq = 0  # sequence numbers only go up, however many events have been dropped
 
     def on_event(self, kind: str, data: dict[str, Any]) -> None:
         p = self.peer
         with self._lock:
             if kind != "rates":
-                self.events.append({"seq": len(self.events), "time": data.get("time", time.time()), "kind": kind,
+                self.events.append({"seq": self._next_seq, "time": data.get("time", time.time()), "kind": kind,
                                     **{k: v for k, v in data.items() if k != "time"}})
-                del self.events[:-2000]
+                self._next_seq += 1
             if kind == "rates":
                 singles = data.get("singles_hz", {})
                 for port in PORT_NAMES:
