@@ -133,3 +133,16 @@ def test_accidentals_kernel_equals_the_full_walk(n, rate_ps, seed, acc_off, cut)
     assert np.array_equal(cc.total.singles, s)
     assert np.array_equal(cc.total.coincidences, co)
     assert np.array_equal(cc.total.accidentals, ac)
+
+
+def test_a_killed_writers_pending_tags_are_counted_by_the_segments_too(tmp_path) -> None:
+    chunk = pair_stream(n_pairs=30_000, seed=9)  # 75 000 tags: one whole HDF5 chunk and a pending partial one
+    path = str(tmp_path / "killed.h5")
+    rf = RunFile(path, taggers=["tagger"], procedure="test")
+    rf.append_tags(chunk)  # flushed: the partial chunk goes to /user/qlab/pending_*
+    rf.f.close()  # the writer dies here: no finish, no close, nothing moved into place
+    kw = dict(roles=ROLES, window_ps=2000, accidentals_offset_ps=25_000, find=True, check_file=False)
+    serial = analyze_file(path, parallel=False, **kw)
+    assert sum(serial["singles"].values()) == len(chunk)
+    for workers, segment_tags in ((1, 7_777), (2, 20_000)):
+        _same(serial, analyze_file(path, workers=workers, segment_tags=segment_tags, **kw))

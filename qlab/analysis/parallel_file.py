@@ -25,7 +25,6 @@ import numpy as np
 
 from qlab.analysis.allocator import freed_memory_reused
 from qlab.errors import FileFormatError
-from qlab.storage.chunk_codec import read_range
 from qlab.stream.kernels import channel_histogram
 from qlab.stream.parallel import CountSpec, count_segment
 
@@ -115,16 +114,14 @@ class SegmentTask:
 # ----------------------------------------------------------------------------------------------- sources
 
 class _H5Source:
-    """Tag ranges of a run / Photon-HDF5 file's first tagger (bounded reads through ``read_range``)."""
+    """Tag ranges of a run / Photon-HDF5 file's first tagger, as ``RunReader`` reads them (the tag datasets,
+    then a killed writer's pending partial chunk)."""
 
     def __init__(self, path: str):
         from qlab.storage.reader import RunReader
 
         self.reader = RunReader(path)
-        g = self.reader.f[self.reader.groups[0]]
-        self.ts, self.det = g["timestamps"], g.get("detectors")
-        self.scale = self.reader.timestamps_unit(0) / 1e-12
-        self.n = int(self.ts.shape[0])
+        self.n = self.reader.n_tags(0)
         self.gaps = self.reader.gaps(0)
         self._buffers: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -132,23 +129,20 @@ class _H5Source:
         self.reader.close()
 
     def read(self, a: int, b: int, reuse: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Tags [a, b) as (int64 ps, int16 channels), converted exactly as RunReader.iter_chunks does.
+        """Tags [a, b) as (int64 ps, int16 channels), exactly as RunReader.iter_chunks reads them.
         ``reuse``: decode into this source's buffers (the result is valid until the next reusing read)."""
         a, b = max(a, 0), min(b, self.n)
         if b <= a:
             return np.zeros(0, np.int64), np.zeros(0, np.int16)
-        tb = cb = None
+        buffers = None
         if reuse:
             if self._buffers is None or self._buffers[0].size < b - a:
-                self._buffers = (np.empty(b - a, self.ts.dtype),
-                                 np.empty(b - a, self.det.dtype if self.det is not None else np.int16))
-            tb, cb = self._buffers
-        t = read_range(self.ts, a, b, tb).astype(np.int64, copy=False)
-        if self.scale != 1.0:
-            t = np.round(t * self.scale).astype(np.int64)
-        if self.det is None:
-            return t, np.zeros(t.size, np.int16)
-        return t, read_range(self.det, a, b, cb).astype(np.int16, copy=False)
+                g = self.reader.f[self.reader.groups[0]]
+                det = g.get("detectors")
+                self._buffers = (np.empty(b - a, g["timestamps"].dtype),
+                                 np.empty(b - a, det.dtype if det is not None else np.int16))
+            buffers = self._buffers
+        return self.reader.read_tags(0, a, b, buffers)
 
 
 class _PtuSource:

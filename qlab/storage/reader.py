@@ -180,27 +180,38 @@ class RunReader:
             raise FileFormatError(str(self.path), f"damaged tag data: {_short(exc)}") from None
 
     def _iter_chunks(self, group: int, chunk_tags: int) -> Iterator[TagChunk]:
-        g = self.f[self.groups[group]]
-        ts, det = g["timestamps"], g.get("detectors")
-        scale = self.timestamps_unit(group) / 1e-12
         gaps = self.gaps(group)
-        n = ts.shape[0]
-        for start in range(0, n, chunk_tags):
-            t = read_range(ts, start, start + chunk_tags).astype(np.int64, copy=False)
-            if scale != 1.0:
-                t = np.round(t * scale).astype(np.int64)
-            c = (read_range(det, start, start + chunk_tags).astype(np.int16, copy=False) if det is not None
-                 else np.zeros(t.size, np.int16))
+        for start in range(0, self.n_tags(group), chunk_tags):
+            t, c = self.read_tags(group, start, start + chunk_tags)
             t0, t1 = int(t[0]) if t.size else 0, int(t[-1]) + 1 if t.size else 0
             g_in = gaps[(gaps[:, 0] < t1) & (gaps[:, 1] > t0)] if len(gaps) else gaps
             yield TagChunk(t, c, t0, t1, g_in)
-        t, c = self._pending(group)
-        if t.size:
-            if scale != 1.0:
-                t = np.round(t * scale).astype(np.int64)
-            t0, t1 = int(t[0]), int(t[-1]) + 1
-            g_in = gaps[(gaps[:, 0] < t1) & (gaps[:, 1] > t0)] if len(gaps) else gaps
-            yield TagChunk(t, c, t0, t1, g_in)
+
+    def read_tags(self, group: int, a: int, b: int,
+                  buffers: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Tags [a, b) of a tagger (indices clipped to ``n_tags``) as (int64 ps, int16 channels): the tag
+        datasets, then the partial chunk a killed writer left pending. ``buffers``: (timestamps, channels)
+        arrays of the datasets' dtypes to decode into (see ``read_range``). Raises the h5py/HDF5 error of
+        damaged data (``iter_chunks`` names the file)."""
+        g = self.f[self.groups[group]]
+        ts, det = g["timestamps"], g.get("detectors")
+        n_ds = int(ts.shape[0])
+        a = max(a, 0)
+        tb, cb = buffers if buffers is not None else (None, None)
+        t = read_range(ts, a, min(b, n_ds), tb).astype(np.int64, copy=False) if a < n_ds else np.zeros(0, np.int64)
+        if det is not None and a < n_ds:
+            c = read_range(det, a, min(b, n_ds), cb).astype(np.int16, copy=False)
+        else:
+            c = np.zeros(t.size, np.int16)
+        if b > n_ds:
+            pt, pc = self._pending(group)
+            lo = max(a, n_ds) - n_ds
+            if lo < pt.size:
+                t, c = np.concatenate([t, pt[lo:b - n_ds]]), np.concatenate([c, pc[lo:b - n_ds]])
+        scale = self.timestamps_unit(group) / 1e-12
+        if scale != 1.0:
+            t = np.round(t * scale).astype(np.int64)
+        return t, c
 
     def read_all(self, group: int = 0) -> TagChunk:
         return TagChunk.concatenate(list(self.iter_chunks(group)))
