@@ -93,3 +93,20 @@ def test_two_threads_never_interleave(make_lab) -> None:
     for (kw, w), (kr, r) in zip(log[::2], log[1::2], strict=True):
         assert kw == "w" and kr == "r"
         assert r[:1] == w[:1]
+
+
+def test_laser_sent_off_when_switching_on_fails_after_the_command(make_lab, monkeypatch) -> None:
+    from qlab.errors import ProtocolError
+
+    lab = make_lab()
+    inst = lab["pump"].instrument
+
+    def garbled() -> bool:
+        raise ProtocolError("pump", "garbled OUTP? reply")
+
+    monkeypatch.setattr(inst, "output", garbled)  # the on command went out; its check reads garbage
+    with pytest.raises(ProtocolError):
+        inst.set_output(True)
+    monkeypatch.undo()
+    assert inst.output() is False  # the device itself was switched off again, not only the cache
+    assert inst.cache.get("output").value is False

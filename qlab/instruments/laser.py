@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from abc import abstractmethod
 from typing import Any
 
@@ -55,11 +56,21 @@ class Laser(Instrument):
             trips = self.protection()
             if any(trips.values()):
                 raise InterlockError(self.name, f"cannot switch on: protection tripped {trips}")
-        self._set_output(bool(on))
-        if on and not self.output():
+        if not on:
+            self._set_output(False)
             self.record_set(self.SETTINGS["output"], False)
-            raise InterlockError(self.name, f"output did not switch on (protection: {self.protection()})")
-        self.record_set(self.SETTINGS["output"], bool(on))
+            return
+        try:
+            self._set_output(True)
+            if not self.output():
+                raise InterlockError(self.name, f"output did not switch on (protection: {self.protection()})")
+        except BaseException:
+            # The command may have reached the device and light may be coming out: send off before reporting.
+            with contextlib.suppress(Exception):
+                self._set_output(False)
+            self.record_set(self.SETTINGS["output"], False)
+            raise
+        self.record_set(self.SETTINGS["output"], True)
 
     def safe_state(self) -> None:
         """Output off (nothing if not open). Errors as ``set_output``."""
