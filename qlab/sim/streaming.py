@@ -210,8 +210,11 @@ class TagGenerator:
             for other in self.taggers.values():
                 if other.streaming:
                     gap0 = other.tagger_time(self.gen_true_ps)
-                    other.pend_t = [t[t < gap0] for t in other.pend_t]
-                    other.pend_ch = [c[: t.size] for c, t in zip(other.pend_ch, other.pend_t, strict=True)]
+                    # Pending batches are not time-sorted (jitter, per-detector shifts): keep tags and their
+                    # channels by one mask, never by a prefix.
+                    keep = [t < gap0 for t in other.pend_t]
+                    other.pend_t = [t[m] for t, m in zip(other.pend_t, keep, strict=True)]
+                    other.pend_ch = [c[m] for c, m in zip(other.pend_ch, keep, strict=True)]
                     other.gaps.append((gap0, other.tagger_time(skip_to)))
                     other.overflows += 1
             self.gen_true_ps = skip_to
