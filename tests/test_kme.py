@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import signal
+import socket
 import ssl
 import stat
 import subprocess
@@ -355,3 +356,16 @@ def test_pki_init_command_and_config_errors(tmp_path, capsys) -> None:
     with pytest.raises(ConfigError) as exc:
         load_kme_config(bad)
     assert f"{bad}:7: pairs.SAE_Z" in str(exc.value)
+
+
+def test_a_kme_that_cannot_bind_https_releases_its_peer_port(tmp_path, pki) -> None:
+    ya, _ = write_configs(tmp_path, pki)
+    cfg = load_kme_config(ya)
+    busy = socket.create_server(cfg.listen)  # the HTTPS port is taken
+    try:
+        with pytest.raises(OSError):
+            KmeService(cfg).start()
+    finally:
+        busy.close()
+    with socket.create_server(cfg.peer.listen):  # the peer server that had started is gone again
+        pass

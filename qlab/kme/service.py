@@ -34,11 +34,15 @@ class KmeService:
         with the next request). Raises PeerUnavailable (link key unreadable), OSError (port in use),
         RuntimeError."""
         c = self.config
-        if c.peer is not None:
-            psk = self.psk if self.psk is not None else load_psk(c.peer.psk_file)
-            self.peer_server = PeerServer(self.manager.handle_peer, *c.peer.listen, psk).start()
-            self.manager.peer = TcpPeerLink(*c.peer.connect, psk, c.peer.timeout_s)
-        self.https = HttpsServer(self.app, *c.listen, c.tls).start()
+        try:
+            if c.peer is not None:
+                psk = self.psk if self.psk is not None else load_psk(c.peer.psk_file)
+                self.peer_server = PeerServer(self.manager.handle_peer, *c.peer.listen, psk).start()
+                self.manager.peer = TcpPeerLink(*c.peer.connect, psk, c.peer.timeout_s)
+            self.https = HttpsServer(self.app, *c.listen, c.tls).start()
+        except BaseException:
+            self.stop()  # what did start (the peer server) stops: nothing keeps its port or threads
+            raise
         if flush_now:
             self.manager.flush_releases()
         return self
