@@ -476,31 +476,34 @@ class Node:
     def run(self, duration_s: float | None = None) -> dict[str, Any]:
         """Open the instruments, run the link until stopped (SIGTERM/SIGINT, ``stop_event``, ``duration_s``)."""
         self.open_lab()
-        tagger = self.desc.tagger_of(self.name)
-        runs = self.dir / "runs"
-        runs.mkdir(parents=True, exist_ok=True)
-        self.run_file = RunFile(runs / time.strftime(f"%Y%m%d-%H%M%S-{self.name}-link.h5"), taggers=[tagger],
-                                procedure="network-link", config_text=self.desc.text, config_path=self.desc.path,
-                                parameters={"node": self.name, "peer": self.peer,
-                                            "key_management": self.km.model_dump()})
-        self.run_file.add_result("link_start", {"time": time.time(), "state": self.monitor.state,
-                                                "reason": self.monitor.reason, "node": self.name, "role": self.role,
-                                                "block_duration_s": self.km.block_duration_s})
-        self.http = NodeHttpServer(self.metrics, self.status, self.clear_alarm,
-                                   port=self.sec.metrics_port).start()
-        log.info("%s: metrics and status on %s (/metrics, /status, /timeline, /events, POST /clear-alarm)",
-                 self.name, self.http.url)
-        if self.monitor.alarm is not None:  # latched before a restart
-            self.monitor.evaluate()
-        self.write_status()
-        workers = [threading.Thread(target=self._reader, name=f"{self.name}-reader", daemon=True),
-                   threading.Thread(target=self._serve if self.role == "alice" else self._connect,
-                                    name=f"{self.name}-link", daemon=True)]
-        for t in workers:
-            t.start()
-        deadline = None if duration_s is None else time.monotonic() + duration_s
-        last_status = 0.0
+        # Everything after the lab is open runs under the finally: a failing start (a metrics port in use, an
+        # unwritable run file) still closes the lab, which switches the lasers off.
+        workers: list[threading.Thread] = []
         try:
+            tagger = self.desc.tagger_of(self.name)
+            runs = self.dir / "runs"
+            runs.mkdir(parents=True, exist_ok=True)
+            self.run_file = RunFile(runs / time.strftime(f"%Y%m%d-%H%M%S-{self.name}-link.h5"), taggers=[tagger],
+                                    procedure="network-link", config_text=self.desc.text, config_path=self.desc.path,
+                                    parameters={"node": self.name, "peer": self.peer,
+                                                "key_management": self.km.model_dump()})
+            self.run_file.add_result("link_start", {"time": time.time(), "state": self.monitor.state,
+                                                    "reason": self.monitor.reason, "node": self.name, "role": self.role,
+                                                    "block_duration_s": self.km.block_duration_s})
+            self.http = NodeHttpServer(self.metrics, self.status, self.clear_alarm,
+                                       port=self.sec.metrics_port).start()
+            log.info("%s: metrics and status on %s (/metrics, /status, /timeline, /events, POST /clear-alarm)",
+                     self.name, self.http.url)
+            if self.monitor.alarm is not None:  # latched before a restart
+                self.monitor.evaluate()
+            self.write_status()
+            workers += [threading.Thread(target=self._reader, name=f"{self.name}-reader", daemon=True),
+                        threading.Thread(target=self._serve if self.role == "alice" else self._connect,
+                                         name=f"{self.name}-link", daemon=True)]
+            for t in workers:
+                t.start()
+            deadline = None if duration_s is None else time.monotonic() + duration_s
+            last_status = 0.0
             self._start_kme()
             while not self.stop_event.wait(TICK_S):
                 self.monitor.tick()
@@ -520,7 +523,8 @@ class Node:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
             for t in workers:
-                t.join(10)
+                if t.ident is not None:  # started
+                    t.join(10)
             self.write_status()
             with self._rf_lock:
                 if self.run_file is not None:
