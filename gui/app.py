@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
-from qlab.gui.platform_check import check_qt_platform
+from qlab.gui.platform_check import qt_platform_ready
 
 from qlab.lab import Lab
 
@@ -13,11 +12,7 @@ from qlab.lab import Lab
 def main(config: str | None = None, quit_after_s: float | None = None, offscreen: bool = False) -> int:
     """Run the GUI; returns the exit code (2 when Qt's platform plugin cannot load: the message says what to
     install)."""
-    if offscreen:
-        os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    report = check_qt_platform()
-    if not report.ok:
-        print(f"qlab gui: {report.message}", file=sys.stderr)
+    if not qt_platform_ready("qlab gui", offscreen):
         return 2
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication

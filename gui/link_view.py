@@ -224,8 +224,13 @@ class LinkView(QMainWindow):
 
 
 def main(node: str | None = None, config: str | None = None, endpoint: str | None = None,
-         quit_after_s: float | None = None) -> int:
-    """``qlab gui --node NAME`` / ``--endpoint URL``. Raises QlabError for an unknown node."""
+         quit_after_s: float | None = None, offscreen: bool = False) -> int:
+    """``qlab gui --node NAME`` / ``--endpoint URL``; returns the exit code (2 when Qt's platform plugin
+    cannot load: the message says what to install). Raises QlabError for an unknown node."""
+    from qlab.gui.platform_check import qt_platform_ready
+
+    if not qt_platform_ready("qlab gui", offscreen):
+        return 2
     from PySide6.QtWidgets import QApplication
 
     find = (lambda: endpoint.rstrip("/")) if endpoint else endpoint_of(node or "", config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 from dataclasses import dataclass, field
 
 # soname -> Debian/Ubuntu package: the libraries Qt 6's xcb platform plugin (libqxcb.so and libQt6XcbQpa)
@@ -73,3 +74,14 @@ def check_qt_platform(env: dict[str, str] | None = None) -> PlatformReport:
     message = (f"Qt's X11 (xcb) platform plugin cannot load: missing {', '.join(missing)}.\n"
                f"On Debian/Ubuntu: sudo apt-get install -y {' '.join(packages)}\n{HEADLESS_HINT}")
     return PlatformReport("xcb", False, missing, packages, message)
+
+
+def qt_platform_ready(program: str, offscreen: bool = False) -> bool:
+    """Before any Qt window: select the offscreen platform if asked, then check the platform can load; when it
+    cannot, print what to install (prefixed with ``program``) to stderr and return False."""
+    if offscreen:
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    report = check_qt_platform()
+    if not report.ok:
+        print(f"{program}: {report.message}", file=sys.stderr)
+    return report.ok

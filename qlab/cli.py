@@ -306,7 +306,8 @@ def cmd_gui(args: argparse.Namespace) -> int:
             from qlab.gui.link_view import main as link_main
         except ImportError as exc:
             raise QlabError(f"the GUI needs PySide6 and pyqtgraph (pip install 'qlab[gui]'): {exc}") from None
-        return link_main(args.node, getattr(args, "config", None), args.endpoint, quit_after_s=args.quit_after)
+        return link_main(args.node, getattr(args, "config", None), args.endpoint, quit_after_s=args.quit_after,
+                         offscreen=args.offscreen)
     try:
         from qlab.gui.app import main as gui_main
     except ImportError as exc:

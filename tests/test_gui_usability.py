@@ -344,7 +344,12 @@ def test_platform_check_names_the_packages_to_install(monkeypatch, capsys) -> No
     assert not r.ok and r.packages == ["libxcb-icccm4", "libxcb-keysyms1"]
     assert "apt-get install -y libxcb-icccm4 libxcb-keysyms1" in r.message
     # `qlab gui` stops before creating the QApplication (exit 2), with the message on stderr.
-    monkeypatch.setattr(app, "check_qt_platform", lambda: r)
+    monkeypatch.setattr(platform_check, "check_qt_platform", lambda: r)
     monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
     assert app.main(None) == 2
+    assert "libxcb-keysyms1" in capsys.readouterr().err
+    # The link view of a network node (`qlab gui --node NAME`) checks the same way before Qt starts.
+    from qlab.gui import link_view
+
+    assert link_view.main(endpoint="http://127.0.0.1:9") == 2
     assert "libxcb-keysyms1" in capsys.readouterr().err
