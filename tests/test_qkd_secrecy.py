@@ -361,3 +361,22 @@ def test_bbm92_keeps_multi_click_events_and_counts_their_errors() -> None:
     # ... and their random bits show in the error estimate: half the multi-click events that sift are errors.
     expected = 0.1 * 0.5 * 1.0  # fraction multi × P(random bit wrong); random basis sifts at the same rate
     assert abs(s.qber_x - expected) < 4 * math.sqrt(expected / s.sifted_x) + 0.005, s.qber_x
+
+
+def test_bbm92_analysis_of_a_file_with_recorded_steps_uses_them(tmp_path) -> None:
+    """A demo-like file: one step's tags recorded, a key step's tags withheld. Distillation reads the recorded
+    tags (no refusal), and never sees the withheld ones."""
+    from qlab.analysis.offline import analyze_file
+    from qlab.storage.runfile import RunFile
+    from qlab.types import TagChunk
+
+    rng = np.random.default_rng(2)
+    t = np.sort(rng.integers(0, 10**11, 40_000)).astype(np.int64)
+    chunk = TagChunk(t, rng.integers(1, 9, t.size).astype(np.int16), 0, 10**11)
+    path = tmp_path / "demo-like.h5"
+    with RunFile(path, taggers=["tagger"], procedure="demo") as rf:
+        rf.append_tags(chunk)
+        rf.withhold_tags(TagChunk(t + 10**11, chunk.channels, 10**11, 2 * 10**11))
+        rf.finish()
+    out = analyze_file(path, protocol="bbm92")
+    assert sum(out["singles"].values()) == t.size  # the recorded step only

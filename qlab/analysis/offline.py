@@ -134,7 +134,9 @@ def analyze_file(path: str | Path, roles: str | None = None, window_ps: int | No
     if check_file:
         check_stream_file(path, allow_truncated)
     status = raw_data_status(path)
-    if protocol and not status.get("secret") and status.get("withheld_tags"):
+    # A key run records no tags at all; a demo file records every step but the key step's, which the
+    # distillation then simply does not see (select a step with ``step``).
+    if protocol and not status.get("secret") and status.get("withheld_tags") and not status.get("tags"):
         raise QlabError(f"{path}: this run file holds no raw detection data: a QKD key run records only "
                         f"statistics ({status['withheld_tags']} tags were withheld because they were secret). "
                         "Run qkd with keep_raw=true to keep them in a separate owner-only file.")
