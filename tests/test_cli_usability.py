@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -301,6 +302,33 @@ def test_sim_serve_pty_names_bus_addresses(data_dir: Path) -> None:
         line = proc.stderr.readline()  # printed before the pty opens
         assert "bus addresses answering: qwp1 at address" in line
         assert proc.stdout.readline().startswith("/dev/")
+    finally:
+        watchdog.cancel()
+        proc.kill()
+        proc.communicate(timeout=10)
+
+
+@pytest.mark.parametrize("model", ["id1000", "dlcpro"])
+def test_sim_serve_tcp_0_picks_free_ports_for_both_lines(data_dir: Path, model: str) -> None:
+    import socket
+
+    proc = subprocess.Popen([sys.executable, "-m", "qlab.cli", "sim", "serve", model, "--tcp", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            env={**os.environ, "QLAB_DATA_DIR": str(data_dir)})
+    watchdog = threading.Timer(30, proc.kill)  # bounds the blocking reads below
+    watchdog.start()
+    try:
+        port = int(proc.stdout.readline().strip().rsplit(":", 1)[1])
+        assert port > 0
+        assert f"on {port + 1}" in proc.stderr.readline()  # the data / monitoring line is named
+        deadline = time.monotonic() + 10
+        while True:  # the control port accepts connections
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
     finally:
         watchdog.cancel()
         proc.kill()

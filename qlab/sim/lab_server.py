@@ -30,7 +30,7 @@ from qlab.errors import QlabError
 from qlab.sim.model import SimLab
 from qlab.sim.registry import simulator_class
 from qlab.sim.serve import serve_connection
-from qlab.transport.listen import accepted
+from qlab.transport.listen import accepted, free_port_pair
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 5.0
@@ -57,22 +57,6 @@ def _sim_model(driver_id: str) -> str:
 def _driver_transport_kind(model: str) -> str:
     """The transport a model's driver opens ("serial", "visa", "tcp", "zmq", ...)."""
     return getattr(SIM_MODELS[model].load(), "transport_kind", "none")
-
-
-def _free_port_pair(host: str, attempts: int = 50) -> int:
-    """A port P with P + 1 also free on ``host`` right now (another process may still take them later)."""
-    for _ in range(attempts):
-        with socket.socket() as a, socket.socket() as b:
-            a.bind((host, 0))
-            port = a.getsockname()[1]
-            if port >= 65535:
-                continue
-            try:
-                b.bind((host, port + 1))
-            except OSError:
-                continue
-            return port
-    raise QlabError(f"no two consecutive free TCP ports on {host} after {attempts} attempts")
 
 
 def _wait_listening(host: str, port: int, timeout_s: float) -> bool:
@@ -175,7 +159,7 @@ class LabServer:
         if own_server is not None:
             return self._serve_own(name, model, own_server)
         second = getattr(device, "serve_second_port", None)
-        port = self.ports.get(name) or (_free_port_pair(self.host) if second is not None else 0)
+        port = self.ports.get(name) or (free_port_pair(self.host) if second is not None else 0)
         srv = socket.create_server((self.host, port))
         srv.settimeout(0.2)
         self._sockets.append(srv)
@@ -195,7 +179,7 @@ class LabServer:
     def _serve_own(self, name: str, model: str, serve_tcp: Any) -> ServedDevice:
         errors: list[BaseException] = []
         for _ in range(3):  # an ephemeral pair may be taken between probing and binding: try another
-            port = self.ports.get(name) or _free_port_pair(self.host)
+            port = self.ports.get(name) or free_port_pair(self.host)
             ready = threading.Event()
 
             def run(p: int = port, r: threading.Event = ready) -> None:

@@ -17,7 +17,7 @@ import tty
 from typing import Any
 
 from qlab.errors import QlabError
-from qlab.transport.listen import accepted
+from qlab.transport.listen import accepted, free_port_pair
 
 
 def _device(model: str, config: str | None, name: str | None) -> tuple[Any, Any]:
@@ -101,6 +101,7 @@ def serve(model: str, config: str | None = None, pty: bool = False, tcp_port: in
     if own_server is not None:
         if pty or tcp_port is None:
             raise QlabError(f"{model} is a network device: give --tcp PORT")
+        tcp_port = tcp_port or free_port_pair("127.0.0.1")  # port 0: any free pair (control, data on +1)
         print(f"127.0.0.1:{tcp_port}", flush=True)
         print(f"simulated {model} on tcp 127.0.0.1:{tcp_port} (data on {tcp_port + 1}); Ctrl-C to stop",
               file=sys.stderr)
@@ -132,13 +133,16 @@ def serve(model: str, config: str | None = None, pty: bool = False, tcp_port: in
         return 0
     if tcp_port is None:
         raise QlabError("give --pty or --tcp PORT")
+    second = getattr(dev, "serve_second_port", None)
+    if second is not None and tcp_port == 0:
+        tcp_port = free_port_pair("127.0.0.1")  # the second line goes on PORT + 1: both must be free
     srv = socket.create_server(("127.0.0.1", tcp_port))
     srv.settimeout(0.2)
-    second = getattr(dev, "serve_second_port", None)
     if second is not None:  # DLC pro monitoring line, Eos counts: PORT + 1
         threading.Thread(target=second, args=(srv.getsockname()[1] + 1, stop), daemon=True).start()
     print(f"127.0.0.1:{srv.getsockname()[1]}", flush=True)
-    print(f"simulated {model} on tcp 127.0.0.1:{srv.getsockname()[1]}; Ctrl-C to stop", file=sys.stderr)
+    extra = f" (second line on {srv.getsockname()[1] + 1})" if second is not None else ""
+    print(f"simulated {model} on tcp 127.0.0.1:{srv.getsockname()[1]}{extra}; Ctrl-C to stop", file=sys.stderr)
     if ready:
         ready.set()
     try:

@@ -6,6 +6,8 @@ import socket
 import threading
 from collections.abc import Iterator
 
+from qlab.errors import QlabError
+
 
 def accepted(srv: socket.socket, stop: threading.Event) -> Iterator[socket.socket]:
     """Connections accepted on ``srv`` until ``stop`` is set or the socket is closed. ``srv`` needs a timeout
@@ -18,3 +20,20 @@ def accepted(srv: socket.socket, stop: threading.Event) -> Iterator[socket.socke
         except OSError:  # closed under us: the server is shutting down
             return
         yield conn
+
+
+def free_port_pair(host: str, attempts: int = 50) -> int:
+    """A port P with P + 1 also free on ``host`` right now (another process may still take them later), for
+    devices that serve a second port at PORT + 1. Raises QlabError when none is found."""
+    for _ in range(attempts):
+        with socket.socket() as a, socket.socket() as b:
+            a.bind((host, 0))
+            port = a.getsockname()[1]
+            if port >= 65535:
+                continue
+            try:
+                b.bind((host, port + 1))
+            except OSError:
+                continue
+            return port
+    raise QlabError(f"no two consecutive free TCP ports on {host} after {attempts} attempts")
