@@ -99,6 +99,29 @@ def test_key_store_reserves_durably_and_never_reuses_ids(tmp_path: Path) -> None
     assert stat.S_IMODE((tmp_path / "keys" / "bob.keys").stat().st_mode) == 0o600
 
 
+def test_a_crash_mid_write_leaves_a_store_that_restarts_and_keeps_recording(tmp_path: Path) -> None:
+    """kill -9 while a key record and a journal line were half written: the restarted store ignores both, and
+    what it records next is read back after another restart (not glued behind the torn bytes)."""
+    s = LinkKeyStore(tmp_path / "keys", "bob")
+    s.reserve(1)
+    s.commit(1, _bits(100, 1), paired=True)
+    s.reserve(2)
+    s.commit(2, _bits(520, 2), paired=True)
+    keys, journal = tmp_path / "keys" / "bob.keys", tmp_path / "keys" / "bob.journal"
+    keys.write_bytes(keys.read_bytes()[:-30])  # block 2's record torn
+    journal.write_bytes(journal.read_bytes() + b'{"event": "reserve", "blo')  # a torn journal line
+    again = LinkKeyStore(tmp_path / "keys", "bob")
+    assert sorted(again.read_keys()) == [1]
+    n = again.next_block
+    again.reserve(n)
+    again.commit(n, _bits(64, 3), paired=True)
+    third = LinkKeyStore(tmp_path / "keys", "bob")
+    assert sorted(third.read_keys()) == [1, n] and n in {b for b in third.committed}
+    assert np.array_equal(third.read_keys()[n], _bits(64, 3))
+    with pytest.raises(ValueError, match="never reused"):
+        third.reserve(n)
+
+
 def test_reconcile_drops_a_block_held_on_one_side_only(tmp_path: Path) -> None:
     """Bob stored block 2 but Alice never got his acknowledgement: both end without block 2."""
     alice, bob = LinkKeyStore(tmp_path / "a", "bob"), LinkKeyStore(tmp_path / "b", "alice")

@@ -19,8 +19,6 @@ Wegman–Carter pad refills a block pays for are cut from the key's head before 
 
 from __future__ import annotations
 
-import json
-import os
 import struct
 import threading
 import time
@@ -29,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from qlab.kme.journal import Journal
 from qlab.qkd.keystore import KeyRange, KeyStore
-from qlab.storage.secret import open_secret_append, secret_dir, write_secret_atomic
+from qlab.storage.secret import secret_dir
 
 ID_PREFIX = b"QLNETBLK"
 
@@ -57,6 +56,7 @@ class LinkKeyStore:
         self.dir = secret_dir(directory)
         self.keys = KeyStore(self.dir / f"{peer}.keys")
         self.journal_path = self.dir / f"{peer}.journal"
+        self.journal = Journal(self.journal_path)
         self._lock = threading.Lock()
         self.reserved: set[int] = set()
         self.committed: dict[int, int] = {}  # block -> bits
@@ -67,13 +67,8 @@ class LinkKeyStore:
 
     # -- durable journal -------------------------------------------------------------------------------------
     def _replay(self) -> None:
-        if self.journal_path.exists():
-            for line in self.journal_path.read_text().splitlines():
-                try:
-                    ev = json.loads(line)
-                except ValueError:
-                    continue  # a torn last line from a crash: that event never took effect
-                self._apply(ev)
+        for ev in self.journal.replay():  # a torn last line from a crash: that event never took effect
+            self._apply(ev)
         held = {block_of(k): int(bits.size) for k, bits in self._read_keys()}
         # A key written but not journalled (crash between the two) still counts as committed: the peer decides.
         for b, n in held.items():
@@ -102,29 +97,16 @@ class LinkKeyStore:
 
     def _log(self, **ev: object) -> None:
         ev["time"] = time.time()
-        fd = open_secret_append(self.journal_path)
-        try:
-            os.write(fd, (json.dumps(ev) + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        self.journal.append([ev])  # fsync'd; a line torn by an earlier crash is cut off first
         self._apply(ev)
 
     def _read_keys(self) -> list[tuple[bytes, np.ndarray]]:
         return self.keys.read() if self.keys.path.exists() else []
 
     def _rewrite_keys(self) -> None:
-        """Rewrite the key file without dropped blocks (atomic, owner-only)."""
-        data = self.keys.path.read_bytes() if self.keys.path.exists() else b""
-        out, i = bytearray(), 0
-        while i < len(data):
-            nbits = struct.unpack("<I", data[i + 14:i + 18])[0]
-            end = i + 34 + (nbits + 7) // 8
-            if block_of(data[i + 18:i + 34]) not in self.dropped:
-                out += data[i:end]
-            i = end
-        write_secret_atomic(self.keys.path, bytes(out))
-        self.keys.reindex()  # block positions moved: a key manager reading this store must not use stale ones
+        """Rewrite the key file without dropped blocks (atomic, owner-only; re-indexed, so a key manager
+        reading this store does not use stale positions)."""
+        self.keys.remove({k for k, _ in self._read_keys() if block_of(k) in self.dropped})
 
     # -- API ----------------------------------------------------------------------------------------------------
     @property

@@ -26,6 +26,7 @@ import os
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -35,7 +36,7 @@ import numpy as np
 from qlab.errors import QlabError
 from qlab.qkd.auth import Authenticator, HmacAuth, WegmanCarterAuth
 from qlab.qkd.wegman_carter import AuthKeyPool
-from qlab.storage.secret import create_secret_file, open_secret_append, secret_dir
+from qlab.storage.secret import create_secret_file, open_secret_append, secret_dir, write_secret_atomic
 
 MAGIC = b"QLKEY1"
 AUTH_MODES = ("hmac", "wegman-carter")
@@ -78,6 +79,26 @@ class RangeUnavailable(QlabError):
     """A range names an unknown block, lies outside it, or overlaps bits already used."""
 
 
+def _records(data: bytes, path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """(start, end, key id) of each complete record of a key-store file's bytes; stops at a torn last record.
+    Raises ValueError for a record without the magic."""
+    i = 0
+    while i + _HEADER_BYTES <= len(data):
+        if data[i:i + 6] != MAGIC:
+            raise ValueError(f"{path}: corrupt key record at byte {i}")
+        nbits = struct.unpack("<I", data[i + 14:i + 18])[0]
+        end = i + _HEADER_BYTES + (nbits + 7) // 8
+        if end > len(data):
+            return
+        yield i, end, data[i + 18:i + 34]
+        i = end
+
+
+def _complete_bytes(data: bytes, path: Path) -> int:
+    """Length of the complete records at the start of a key-store file's bytes."""
+    return max((end for _, end, _ in _records(data, path)), default=0)
+
+
 class KeyStore:
     """Append-only store of committed key blocks plus its used/free map. Thread-safe; allocation is also safe
     across processes sharing the store (flock on the used map)."""
@@ -91,34 +112,47 @@ class KeyStore:
         self._scanned = 0
         self._used: dict[bytes, list[tuple[int, int]]] = {}
         self._used_scanned = 0
+        self._repaired = False
 
     def append(self, bits: np.ndarray, key_id: bytes | None = None) -> bytes:
-        """Append a key; returns its id (random unless given; safe to log)."""
+        """Append a key; returns its id (random unless given; safe to log). The first append of a process
+        cuts off a record torn by an earlier crash, so the new one does not land behind unreadable bytes."""
         key_id = key_id or os.urandom(16)
         if len(key_id) != 16:
             raise ValueError("a key id has 16 bytes")
         record = MAGIC + struct.pack("<QI", time.time_ns(), int(bits.size)) + key_id + np.packbits(bits).tobytes()
-        fd = open_secret_append(self.path)
-        try:
-            os.write(fd, record)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with self._lock:
+            fd = open_secret_append(self.path)
+            try:
+                if not self._repaired:
+                    size = os.fstat(fd).st_size
+                    whole = _complete_bytes(self.path.read_bytes(), self.path) if size else 0
+                    if whole != size:
+                        os.ftruncate(fd, whole)
+                    self._repaired = True
+                os.write(fd, record)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         return key_id
 
     def read(self) -> list[tuple[bytes, np.ndarray]]:
+        """Every complete record as (id, bits); a record torn by a crash at the end is not one. Raises
+        ValueError for a corrupt record."""
         data = self.path.read_bytes()
-        out, i = [], 0
-        while i < len(data):
-            if data[i:i + 6] != MAGIC:
-                raise ValueError(f"{self.path}: corrupt key record at byte {i}")
-            _, nbits = struct.unpack("<QI", data[i + 6:i + 18])
-            key_id = data[i + 18:i + 34]
-            nbytes = (nbits + 7) // 8
-            bits = np.unpackbits(np.frombuffer(data[i + 34:i + 34 + nbytes], np.uint8))[:nbits]
-            out.append((key_id, bits))
-            i += 34 + nbytes
+        out = []
+        for start, end, key_id in _records(data, self.path):
+            nbits = struct.unpack("<I", data[start + 14:start + 18])[0]
+            out.append((key_id, np.unpackbits(np.frombuffer(data[start + _HEADER_BYTES:end], np.uint8))[:nbits]))
         return out
+
+    def remove(self, key_ids: set[bytes]) -> None:
+        """Rewrite the store without the blocks ``key_ids`` (atomically, owner-only) and re-index it."""
+        with self._lock:
+            data = self.path.read_bytes() if self.path.exists() else b""
+            kept = b"".join(data[a:b] for a, b, key_id in _records(data, self.path) if key_id not in key_ids)
+            write_secret_atomic(self.path, kept)
+            self.reindex()
 
     # -- read API by block id -------------------------------------------------------------------------------
     def _scan(self) -> None:
