@@ -110,3 +110,18 @@ def test_laser_sent_off_when_switching_on_fails_after_the_command(make_lab, monk
     monkeypatch.undo()
     assert inst.output() is False  # the device itself was switched off again, not only the cache
     assert inst.cache.get("output").value is False
+
+
+def test_every_link_failure_is_reported_not_only_the_first(make_lab) -> None:
+    from qlab.errors import InstrumentTimeout
+
+    lab = make_lab()
+
+    def link_dies(inst) -> None:
+        raise InstrumentTimeout(inst.name, "no answer")
+
+    for _ in range(2):
+        with pytest.raises(InstrumentTimeout):
+            lab["alice_analyzer"].call(link_dies, timeout=5)
+    assert [f["instrument"] for f in lab.faults] == ["alice_analyzer", "alice_analyzer"]
+    assert all(f["lasers_off"] for f in lab.faults)

@@ -168,6 +168,7 @@ class Watchdog:
         while not self._stop.is_set() and time.monotonic() < deadline:
             try:
                 handle.submit(reopen, make).result(max(0.1, deadline - time.monotonic()))
+                handle.faulted = handle.hung = None  # the link works again: its next failure is a new fault
                 self.reconnects.append({"time": time.time(), "instrument": handle.name})
                 log.warning("%s: reconnected", handle.name)
                 return True
