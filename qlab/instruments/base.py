@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
@@ -41,8 +42,16 @@ class Instrument(ABC):
 
     # -- lifecycle --------------------------------------------------------------------------------------
     def open(self) -> Instrument:
+        """Open the link and the device. Raises what the driver raises; the link is then closed again, so a
+        failed open (or a reconnect attempt) holds no port or session."""
         if not self._is_open:
-            self._open()
+            try:
+                self._open()
+            except BaseException:
+                if self.transport is not None and hasattr(self.transport, "close"):
+                    with contextlib.suppress(Exception):
+                        self.transport.close()
+                raise
             self._is_open = True
             log.info("%s: opened %s", self.name, self.model)
         return self

@@ -22,6 +22,7 @@ Emission is never switched back on by the watchdog.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -99,15 +100,18 @@ def health_query(instrument: Any) -> None:
 def reopen(instrument: Any, make_transport: Callable[[], Any] | None) -> None:
     """Close the instrument's link and open it again (on its worker). Lasers are then put in their safe
     state: a reconnect never leaves emission on."""
-    try:
-        if instrument.transport is not None and hasattr(instrument.transport, "close"):
+    # The driver's own close hook (streams, SDK handles) and the link, without the safe-state round trip over
+    # the broken link (the laser gets it after the reopen); either may fail: the old link is broken anyway.
+    if instrument.is_open:
+        with contextlib.suppress(Exception):
+            instrument._close()
+    if instrument.transport is not None and hasattr(instrument.transport, "close"):
+        with contextlib.suppress(Exception):
             instrument.transport.close()
-    except Exception:  # noqa: BLE001 - the old link is broken anyway
-        pass
+    instrument._is_open = False
     if make_transport is not None:
         instrument.transport = make_transport()
-    instrument._is_open = False
-    instrument.open()
+    instrument.open()  # a failed open closes the new link again
     if instrument.kind == "laser":
         instrument.safe_state()
 
