@@ -167,3 +167,24 @@ def test_bb84_procedure_commits_one_block_to_both_stores_under_one_id(make_lab) 
     assert id_a == id_b and r["key_id"] in (id_a, id_a.hex())
     assert np.array_equal(key_a, key_b) and key_a.size == r["net_secret_bits"]  # pads refilled first
     assert r["auth"]["consumed_bits"] > 0 and r["net_secret_bits"] == r["secret_bits"] - r["auth"]["consumed_bits"]
+
+
+def test_pulse_slots_squash_as_bbm92_does() -> None:
+    """One detector clicking twice in a slot keeps its basis and bit (as ``squash``); H and V together get a
+    random bit in Z; H and D a random basis."""
+    from qlab.qkd.decoy_bb84 import pulse_slots
+    from qlab.types import TagChunk
+
+    period = 10_000
+    ports = {1: "H", 2: "V", 3: "D", 4: "A"}
+    n = 400
+    t = np.repeat(np.arange(n, dtype=np.int64) * period, 2) + np.tile([0, 100], n)
+    c = np.tile(np.array([4, 4], np.int16), n)  # A twice in every slot
+    index, basis, bit = pulse_slots(TagChunk(t, c, 0, n * period), ports, {}, period)
+    assert index.tolist() == list(range(n)) and (basis == 1).all() and (bit == 1).all()
+    c = np.tile(np.array([1, 2], np.int16), n)  # H and V: basis Z kept, bit random
+    _, basis, bit = pulse_slots(TagChunk(t, c, 0, n * period), ports, {}, period)
+    assert (basis == 0).all() and 0.35 < bit.mean() < 0.65  # 400 fair coins: 6 sigma
+    c = np.tile(np.array([1, 3], np.int16), n)  # H and D: random basis
+    _, basis, _ = pulse_slots(TagChunk(t, c, 0, n * period), ports, {}, period)
+    assert 0.35 < basis.mean() < 0.65

@@ -74,12 +74,12 @@ def run_bb84(lab: Lab, source: DecoySource, duration_s: float, params: QkdParams
         raise QlabError(f"pulse period {source.period_ps} ps is too short for {jitter:.0f} ps detector jitter "
                         "to assign clicks to pulses; lower rep_rate_hz")
     private = np.random.SeedSequence(private_seed)
-    alice_seq, channel_seq, bob_seq = private.spawn(3)
+    alice_seq, channel_seq = private.spawn(2)
     alice_key = int.from_bytes(alice_seq.generate_state(4, np.uint32).tobytes(), "little")  # 128 bits
     report(0.05, f"transmitting {duration_s:g} s of decoy-state pulses")
     chunk, _, n_pulses = transmitter.transmit(source, alice_key, duration_s, seed=channel_seq)
     report(0.45, f"assigning {len(chunk):,} clicks to {n_pulses:,} pulses")
-    index, basis, bit = pulse_slots(chunk, ports, delays, source.period_ps, np.random.default_rng(bob_seq))
+    index, basis, bit = pulse_slots(chunk, ports, delays, source.period_ps)
     report(0.55, "sifting, decoy estimation, error correction, privacy amplification")
     return distill_bb84(index, basis, bit, lambda idx: alice_choices(alice_key, source, idx), source, n_pulses,
                         params, duration_s, auth_key, sinks)

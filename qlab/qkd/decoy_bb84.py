@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qlab.qkd.squash import squash_groups
 from qlab.types import TagChunk
 
 PORT_BASIS_BIT = {"H": (0, 0), "V": (0, 1), "D": (1, 0), "A": (1, 1)}
@@ -62,11 +63,12 @@ def alice_choices(key: int, source: DecoySource, index: np.ndarray) -> tuple[np.
     return (u_basis >= source.p_z).astype(np.uint8), bit, cls
 
 
-def pulse_slots(chunk: TagChunk, port_of_input: dict[int, str], delay_of_input: dict[int, int], period_ps: int,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pulse_slots(chunk: TagChunk, port_of_input: dict[int, str], delay_of_input: dict[int, int], period_ps: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bob's clicks per pulse slot: (pulse index, basis, bit). Each input's delay (ps) is removed before
-    slotting. Several clicks in one slot are squashed: one basis → a random bit in it; both bases → a random
-    basis and bit (the standard squashing map). ``rng`` must be Bob's private randomness."""
+    slotting. Several clicks in one slot are squashed as BBM92's clicks are (``squash_groups``: one basis → a
+    random bit in it, both bases → a random basis and bit, one detector twice → its bit), with Bob's private
+    randomness from the OS CSPRNG."""
     lut = np.full(65536, 255, np.uint8)
     delay = np.zeros(65536, np.int64)
     for inp, port in port_of_input.items():
@@ -79,15 +81,8 @@ def pulse_slots(chunk: TagChunk, port_of_input: dict[int, str], delay_of_input: 
     det = det[keep]
     order = np.argsort(slot, kind="stable")
     slot, det = slot[order], det[order]
-    uniq, start, count = np.unique(slot, return_index=True, return_counts=True)
-    det_basis = (det // 2).astype(np.uint8)
-    basis = det_basis[start].copy()
-    bit = (det[start] % 2).astype(np.uint8)
-    multi = count > 1  # multi-photon pulses and dark coincidences
-    if multi.any():
-        lo = np.minimum.reduceat(det_basis, start)
-        hi = np.maximum.reduceat(det_basis, start)
-        both = multi & (lo != hi)
-        basis[both] = rng.integers(0, 2, int(both.sum()), dtype=np.uint8)
-        bit[multi] = rng.integers(0, 2, int(multi.sum()), dtype=np.uint8)
+    uniq, start = np.unique(slot, return_index=True)
+    if uniq.size == 0:
+        return uniq.astype(np.int64), det[:0].copy(), det[:0].copy()
+    basis, bit, _ = squash_groups(det, start)
     return uniq.astype(np.int64), basis, bit

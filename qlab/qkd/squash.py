@@ -30,6 +30,14 @@ def squash(times_ps: np.ndarray, ports: np.ndarray, merge_ps: int) -> tuple[np.n
     if t.size == 0:
         return t, p.copy(), p.copy(), 0
     start = np.flatnonzero(np.concatenate([[True], np.diff(t) > merge_ps]))
+    basis, bit, n_multi = squash_groups(p, start)
+    return t[start], basis, bit, n_multi
+
+
+def squash_groups(ports: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """The squashing map on groups of clicks: ``ports`` (0..3 = H, V, D, A) grouped by event, each group
+    beginning at the indices ``start``. Returns (basis, bit, number of multi-click events) per group."""
+    p = np.asarray(ports, np.uint8)
     basis = (p[start] // 2).astype(np.uint8)
     bit = (p[start] % 2).astype(np.uint8)
     pmin, pmax = np.minimum.reduceat(p, start), np.maximum.reduceat(p, start)
@@ -39,4 +47,4 @@ def squash(times_ps: np.ndarray, ports: np.ndarray, merge_ps: int) -> tuple[np.n
         mixed = (pmin // 2) != (pmax // 2)
         basis[mixed] = csprng_bits(int(mixed.sum()))
         bit[multi] = csprng_bits(n_multi)
-    return t[start], basis, bit, n_multi
+    return basis, bit, n_multi
