@@ -55,6 +55,7 @@ class AcquisitionWorker:
         self._idle = threading.Event()
         self._lock = threading.Lock()
         self._runfile: RunFile | None = None
+        self._rec_opening = False  # a recording's file is being created (outside the lock)
         self._rec_started = self._rec_reported = 0.0
         self._commands: list = []
         self.thread = threading.Thread(target=self._run, name="qlab-acquisition", daemon=True)
@@ -85,15 +86,28 @@ class AcquisitionWorker:
             self._commands.append(fn)
 
     def start_recording(self, path) -> None:
+        """Create the run file and log every instrument's settings (up to 5 s each), then record the live
+        stream into it. Runs off the GUI thread; the lock the GUI thread's commands take is held only to swap
+        the file in, so a slow instrument never stalls the window."""
         with self._lock:
-            if self._runfile is None:
-                self._runfile = RunFile(path, taggers=[self.tagger], procedure="live",
-                                        config_text=self.lab.loaded.text, config_path=self.lab.loaded.path)
-                try:
-                    for name in self.lab.handles:
-                        self._runfile.log_settings(name, self.lab[name].call("snapshot", timeout=5))
-                except Exception as exc:  # noqa: BLE001 - recording goes on; the log says what is missing
-                    self.bridge.message.emit("warning", f"settings snapshot incomplete: {exc}")
+            if self._runfile is not None or self._rec_opening:
+                return
+            self._rec_opening = True
+        try:
+            rf = RunFile(path, taggers=[self.tagger], procedure="live", config_text=self.lab.loaded.text,
+                         config_path=self.lab.loaded.path)
+        except Exception as exc:  # noqa: BLE001 - reported in the window; nothing is recording
+            with self._lock:
+                self._rec_opening = False
+            self.bridge.message.emit("error", f"recording not started: {exc}")
+            return
+        try:
+            for name in self.lab.handles:
+                rf.log_settings(name, self.lab[name].call("snapshot", timeout=5))
+        except Exception as exc:  # noqa: BLE001 - recording goes on; the log says what is missing
+            self.bridge.message.emit("warning", f"settings snapshot incomplete: {exc}")
+        with self._lock:
+            self._runfile, self._rec_opening = rf, False
         self._rec_started = time.monotonic()
         self._rec_reported = 0.0
         self.bridge.recording.emit({"path": str(path), "seconds": 0.0, "bytes": 0})

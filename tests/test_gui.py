@@ -163,3 +163,37 @@ def test_redraws_without_new_data_are_not_counted_as_data_updates(window, qtbot)
     assert window.data_updates_drawn == updates  # the timer redrew the same frame
     window.acq.resume()
     qtbot.waitUntil(lambda: window.data_updates_drawn > updates, timeout=10_000)
+
+
+def test_a_slow_settings_snapshot_does_not_hold_the_lock_the_window_needs(qapp, make_lab, tmp_path,
+                                                                          monkeypatch) -> None:
+    import threading
+
+    from qlab.gui.workers import AcquisitionWorker, Bridge
+
+    lab = make_lab(_cfg, seed=5)
+    acq = AcquisitionWorker(lab, Bridge())
+    release = threading.Event()
+    handle = lab["pump"]
+    original = handle.call
+
+    def slow_call(method, *a, **k):
+        if method == "snapshot":
+            release.wait(10)  # an instrument taking its time to answer
+        return original(method, *a, **k)
+
+    monkeypatch.setattr(handle, "call", slow_call)
+    rec = threading.Thread(target=acq.start_recording, args=(tmp_path / "live.h5",))
+    rec.start()
+    try:
+        cmd = threading.Thread(target=acq.command, args=(lambda analyzer: None,))  # what a GUI click does
+        cmd.start()
+        cmd.join(5)
+        assert not cmd.is_alive()  # returned while the snapshot was still waiting
+        assert rec.is_alive() and acq._runfile is None
+    finally:
+        release.set()
+        rec.join(10)
+    assert acq._runfile is not None
+    acq.stop_recording()
+    assert (tmp_path / "live.h5").exists()
