@@ -11,8 +11,9 @@ import httpx
 import numpy as np
 import yaml
 
-from qlab.kme.peer import free_port, load_psk
+from qlab.kme.peer import load_psk
 from qlab.qkd.keystore import KeyStore
+from qlab.transport.listen import free_port
 
 
 def sae_client(pki: Path, sae: str, timeout_s: float = 15.0) -> httpx.Client:

@@ -23,10 +23,11 @@ import httpx
 import numpy as np
 
 from qlab.kme.config import KmeConfig, PeerSettings, TlsFiles, cert_fingerprint
-from qlab.kme.peer import free_port, load_psk
+from qlab.kme.peer import load_psk
 from qlab.kme.pki import init_pki
 from qlab.kme.service import KmeService
 from qlab.qkd.keystore import KeyStore
+from qlab.transport.listen import free_port
 
 
 def _pair(root: Path) -> tuple[KmeService, KmeService, Path]:

@@ -181,8 +181,3 @@ class PeerServer:
         self._thread.join(timeout=5)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free right now on ``host`` (tests and demos)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,16 +25,13 @@ import yaml
 from qlab.errors import QlabError
 from qlab.network.config import load_network
 from qlab.network.keys import LinkKeyStore
+from qlab.transport.listen import free_port
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float | None:

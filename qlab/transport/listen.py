@@ -22,6 +22,13 @@ def accepted(srv: socket.socket, stop: threading.Event) -> Iterator[socket.socke
         yield conn
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free right now on ``host`` (another process may still take it later)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 def free_port_pair(host: str, attempts: int = 50) -> int:
     """A port P with P + 1 also free on ``host`` right now (another process may still take them later), for
     devices that serve a second port at PORT + 1. Raises QlabError when none is found."""
