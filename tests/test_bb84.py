@@ -188,3 +188,17 @@ def test_pulse_slots_squash_as_bbm92_does() -> None:
     c = np.tile(np.array([1, 3], np.int16), n)  # H and D: random basis
     _, basis, _ = pulse_slots(TagChunk(t, c, 0, n * period), ports, {}, period)
     assert 0.35 < basis.mean() < 0.65
+
+
+def test_alice_choices_in_windows_equal_one_pass_over_the_whole_span() -> None:
+    from qlab.qkd.decoy_bb84 import PHILOX_WINDOW, DecoySource, alice_choices
+
+    rng = np.random.default_rng(5)
+    idx = rng.integers(7, 3 * PHILOX_WINDOW + 11, 5000)  # unsorted, repeated, across four windows
+    g = np.random.Philox(key=987654321)
+    g.advance(0)
+    raw = g.random_raw(int(idx.max()) + 1)[idx]  # every output from the start: the reference
+    basis, bit, _ = alice_choices(987654321, DecoySource(), idx)
+    assert np.array_equal(bit, ((raw >> np.uint64(24)) & np.uint64(1)).astype(np.uint8))
+    u_basis = (raw & np.uint64(0xFFFFFF)).astype(np.float64) / 16777216.0
+    assert np.array_equal(basis, (u_basis >= DecoySource().p_z).astype(np.uint8))

@@ -45,6 +45,9 @@ class DecoySource:
         return int(round(1e12 / self.rep_rate_hz))
 
 
+PHILOX_WINDOW = 1 << 20  # pulses whose choices are generated at a time (a multiple of 4; 8 MiB of outputs)
+
+
 def alice_choices(key: int, source: DecoySource, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(basis 0=Z 1=X, bit, intensity class 0..2) Alice chose for the pulses ``index``; ``key`` is her secret
     128-bit QRNG key."""
@@ -52,10 +55,17 @@ def alice_choices(key: int, source: DecoySource, index: np.ndarray) -> tuple[np.
     if index.size == 0:
         z = np.zeros(0, np.uint8)
         return z, z, z
-    first = int(index.min()) // 4 * 4  # Philox yields four 64-bit outputs per counter step
-    gen = np.random.Philox(key=key)
-    gen.advance(first // 4)
-    raw = gen.random_raw(int(index.max()) - first + 1)[index - first]
+    # Philox is counter-based: the outputs of each window of PHILOX_WINDOW pulses that holds a wanted index are
+    # generated from that window's counter on, so memory stays one window whatever the pulse span.
+    raw = np.empty(index.size, np.uint64)
+    window = index // PHILOX_WINDOW
+    order = np.argsort(window, kind="stable")
+    bounds = np.flatnonzero(np.diff(window[order])) + 1
+    for group in np.split(order, bounds):
+        start = int(window[group[0]]) * PHILOX_WINDOW
+        gen = np.random.Philox(key=key)
+        gen.advance(start // 4)  # Philox yields four 64-bit outputs per counter step
+        raw[group] = gen.random_raw(int(index[group].max()) - start + 1)[index[group] - start]
     u_basis = (raw & np.uint64(0xFFFFFF)).astype(np.float64) / 16777216.0
     bit = ((raw >> np.uint64(24)) & np.uint64(1)).astype(np.uint8)
     u_int = (raw >> np.uint64(32)).astype(np.float64) / 4294967296.0
