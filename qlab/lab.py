@@ -51,9 +51,6 @@ class Lab:
         self._lock = threading.Lock()
         self.laser_states: dict[str, str] = {}  # "off" or "unknown: why", from the last lasers_off
         self._reported_unknown: set[str] = set()
-        # Held while a fault is handled: the lasers-off it sends can fail on the same broken link, and that
-        # failure must not start a second round of handling (it is part of this one).
-        self._handling_fault = threading.Lock()
         self._watchdog: Watchdog | None = None
 
     @classmethod
@@ -218,17 +215,7 @@ class Lab:
 
     def _on_fault(self, name: str, exc: BaseException) -> None:
         """A worker's call failed on communication (timeout, OSError) or the watchdog found ``name`` dead
-        or hung: lasers off, record the event, tell the listeners (the run engine aborts the run). A fault
-        raised while another is being handled is only logged: the handling under way switches lasers off."""
-        if not self._handling_fault.acquire(blocking=False):
-            log.info("instrument fault while handling another: %s: %s", name, exc)
-            return
-        try:
-            self._handle_fault(name, exc)
-        finally:
-            self._handling_fault.release()
-
-    def _handle_fault(self, name: str, exc: BaseException) -> None:
+        or hung: lasers off, record the event, tell the listeners (the run engine aborts the run)."""
         failed = self.lasers_off()
         event = {"time": time.time(), "instrument": name, "message": str(exc), "type": type(exc).__name__,
                  "lasers_off": not failed, "unreachable_lasers": failed,

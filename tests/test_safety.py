@@ -112,16 +112,25 @@ def test_laser_sent_off_when_switching_on_fails_after_the_command(make_lab, monk
     assert inst.cache.get("output").value is False
 
 
-def test_every_link_failure_is_reported_not_only_the_first(make_lab) -> None:
+def test_a_link_failure_after_a_reconnect_is_reported_again(make_lab) -> None:
+    """A link fault is reported once (the lasers-off it sends may fail on the same link); once the watchdog
+    has reconnected the instrument, its next failure is a new fault: lasers off again."""
     from qlab.errors import InstrumentTimeout
+    from qlab.instruments.watchdog import Watchdog
 
     lab = make_lab()
+    handle = lab["alice_analyzer"]
 
     def link_dies(inst) -> None:
         raise InstrumentTimeout(inst.name, "no answer")
 
-    for _ in range(2):
-        with pytest.raises(InstrumentTimeout):
-            lab["alice_analyzer"].call(link_dies, timeout=5)
+    with pytest.raises(InstrumentTimeout):
+        handle.call(link_dies, timeout=5)
+    with pytest.raises(InstrumentTimeout):
+        handle.call(link_dies, timeout=5)  # the same fault: not reported twice
+    assert [f["instrument"] for f in lab.faults] == ["alice_analyzer"]
+    assert Watchdog(lab.handles, {}, lab.report_fault)._reconnect(handle)
+    with pytest.raises(InstrumentTimeout):
+        handle.call(link_dies, timeout=5)
     assert [f["instrument"] for f in lab.faults] == ["alice_analyzer", "alice_analyzer"]
     assert all(f["lasers_off"] for f in lab.faults)

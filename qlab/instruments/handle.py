@@ -58,9 +58,10 @@ class InstrumentHandle:
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
-                # Every link failure is reported; the handler itself ignores those raised while it is
-                # switching lasers off for an earlier one (Lab._on_fault).
-                if isinstance(exc, InstrumentTimeout | OSError) and self._on_fault is not None:
+                # Report a link failure once: later failures (e.g. the queued off command of the lasers-off
+                # that this very fault triggers) would otherwise feed back into the handler.
+                if isinstance(exc, InstrumentTimeout | OSError) and self._on_fault is not None \
+                        and self.faulted is None:
                     self.faulted = exc
                     try:
                         self._on_fault(self.name, exc)
